@@ -1,0 +1,12 @@
+"""diffkit: diffusion generative models across modalities.
+
+The core knows nothing of pixels, sound or chemistry: data spaces turn elements into a
+:class:`~diffkit.state.State` of named tensors, noise processes corrupt each field, a backbone
+predicts, and samplers run the reverse process. Modalities arrive as plugins through entry points.
+Importing this package imports no plugin.
+"""
+__version__ = "0.1.0"
+
+from diffkit.state import State  # noqa: E402  (light: torch only)
+
+__all__ = ["State", "__version__"]

@@ -1,0 +1,289 @@
+"""Gaussian forward processes in one continuous-time view.
+
+Every Gaussian process here is ``q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I)`` for ``t`` in
+``[t_min, t_max]`` (clean data near ``t = 0``). Samplers need only ``alpha_t``, ``sigma_t`` and the
+log signal-to-noise ratio ``lambda_t = log(alpha_t^2 / sigma_t^2)`` with its inverse, so every
+sampler works with every schedule. The matching SDE ``dx = f(t) x dt + g(t) dw`` has
+
+    f(t)   = d log(alpha_t) / dt
+    g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2 = -sigma_t^2 d lambda_t / dt.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+
+def _t(t, like: torch.Tensor | None = None) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        t = torch.tensor(float(t), dtype=torch.float64)
+    return t
+
+
+def _derivative(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    if not y.requires_grad:
+        return torch.zeros_like(t)
+    grad = torch.autograd.grad(y.sum(), t, retain_graph=True, allow_unused=True)[0]
+    return torch.zeros_like(t) if grad is None else grad
+
+
+def broadcast_to(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-example coefficient ``B`` (or scalar) to broadcast against ``x`` (B×...)."""
+    coef = torch.as_tensor(coef, device=x.device)
+    if coef.dim() == 0:
+        return coef.to(x.dtype)
+    return coef.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class GaussianProcess:
+    """Base class: subclasses give ``log_alpha(t)``, ``log_sigma(t)`` and ``t_from_log_snr``."""
+
+    kind = "gaussian"
+    name = "gaussian"
+    t_min: float = 1e-3
+    t_max: float = 1.0
+
+    # --- the schedule -------------------------------------------------------------------
+    def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def t_from_log_snr(self, log_snr: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def alpha(self, t) -> torch.Tensor:
+        return self.log_alpha(_t(t)).exp()
+
+    def sigma(self, t) -> torch.Tensor:
+        return self.log_sigma(_t(t)).exp()
+
+    def log_snr(self, t) -> torch.Tensor:
+        t = _t(t)
+        return 2.0 * (self.log_alpha(t) - self.log_sigma(t))
+
+    # --- the SDE view -------------------------------------------------------------------
+    def sde_coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f(t), g(t)^2)`` of ``dx = f x dt + g dw``, by automatic differentiation of the schedule."""
+        t = _t(t).detach().double().requires_grad_(True)
+        with torch.enable_grad():
+            la, ls = self.log_alpha(t), self.log_sigma(t)
+            dla, dls = (_derivative(y, t) for y in (la, ls))
+        f = dla.detach()
+        g2 = (2.0 * torch.exp(2.0 * ls) * (dls - dla)).detach()
+        return f, g2
+
+    # --- training -----------------------------------------------------------------------
+    def sample_t(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training times: uniform on ``[t_min, t_max]`` unless a process says otherwise."""
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        return self.t_min + (self.t_max - self.t_min) * u
+
+    # --- noise ---------------------------------------------------------------------------
+    def noise(self, like: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Standard normal noise shaped like ``like``, zero where ``mask`` (B×n) is 0."""
+        z = torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+        return self.project(z, mask)
+
+    def project(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Project onto the subspace the process lives in (here: zero at masked-out positions)."""
+        if mask is None:
+            return x
+        return x * _expand_mask(mask, x)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x_t = alpha_t x_0 + sigma_t eps``."""
+        t = _t(t)
+        return broadcast_to(self.alpha(t), x0) * x0 + broadcast_to(self.sigma(t), x0) * noise
+
+    def prior(self, like: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x_T ~ N(0, sigma_T^2 I)``: the limit of ``q(x_T | x_0)`` when ``alpha_T -> 0`` (VP) or ``sigma_T >> |x_0|`` (VE)."""
+        return float(self.sigma(self.t_max)) * self.noise(like, generator, mask)
+
+    def posterior(self, xt: torch.Tensor, x0: torch.Tensor, t, s) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of ``q(x_s | x_t, x_0)`` for ``s < t`` (the reverse-diffusion kernel).
+
+        With ``alpha_{t|s} = alpha_t / alpha_s`` and ``sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2``:
+        ``mean = alpha_{t|s} sigma_s^2 / sigma_t^2 x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x_0``,
+        ``var = sigma_{t|s}^2 sigma_s^2 / sigma_t^2``.
+        """
+        a_t, s_t, a_s, s_s = (float(v) for v in (self.alpha(t), self.sigma(t), self.alpha(s), self.sigma(s)))
+        return gaussian_posterior(xt, x0, a_t, s_t, a_s, s_s)
+
+    def config(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+
+
+def gaussian_posterior(xt, x0, a_t: float, s_t: float, a_s: float, s_s: float):
+    a_ts = a_t / a_s
+    var_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)
+    mean = (a_ts * s_s**2 / s_t**2) * xt + (a_s * var_ts / s_t**2) * x0
+    return mean, var_ts * s_s**2 / s_t**2
+
+
+def _expand_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    while m.dim() < x.dim():
+        m = m.unsqueeze(-1)
+    return m
+
+
+class VPLinear(GaussianProcess):
+    """Variance preserving, linear beta (DDPM; Song et al. 2021): ``beta(t) = b_min + t (b_max - b_min)``,
+
+    ``log alpha_t = -b_min t / 2 - (b_max - b_min) t^2 / 4``, ``sigma_t^2 = 1 - alpha_t^2``.
+    ``b_min=0.1, b_max=20`` is the continuous limit of DDPM's 1000 steps from 1e-4 to 0.02.
+    """
+
+    name = "vp-linear"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3):
+        self.beta_min, self.beta_max, self.t_min = float(beta_min), float(beta_max), float(t_min)
+
+    def log_alpha(self, t):
+        return -0.5 * self.beta_min * t - 0.25 * (self.beta_max - self.beta_min) * t**2
+
+    def log_sigma(self, t):
+        return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
+
+    def t_from_log_snr(self, log_snr):
+        log_alpha = -0.5 * torch.nn.functional.softplus(-_t(log_snr))  # alpha^2 = sigmoid(lambda)
+        a, b = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min
+        return (-b + torch.sqrt(b * b - 4.0 * a * log_alpha)) / (2.0 * a)
+
+    def config(self):
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max, "t_min": self.t_min}
+
+
+class VPCosine(GaussianProcess):
+    """Variance preserving, cosine schedule (Nichol & Dhariwal 2021):
+
+    ``alpha_t^2 = cos^2(pi/2 (t+s)/(1+s)) / cos^2(pi/2 s/(1+s))``, ``sigma_t^2 = 1 - alpha_t^2``;
+    ``t_max < 1`` keeps ``alpha_T`` above zero (the role of the paper's clip on beta).
+    """
+
+    name = "vp-cosine"
+
+    def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946):
+        self.s, self.t_min, self.t_max = float(s), float(t_min), float(t_max)
+        self._log_c0 = math.log(math.cos(math.pi / 2 * self.s / (1 + self.s)))
+
+    def log_alpha(self, t):
+        return torch.log(torch.cos(math.pi / 2 * (t + self.s) / (1 + self.s)).clamp_min(1e-12)) - self._log_c0
+
+    def log_sigma(self, t):
+        return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
+
+    def t_from_log_snr(self, log_snr):
+        log_alpha = -0.5 * torch.nn.functional.softplus(-_t(log_snr))
+        c = torch.exp(log_alpha + self._log_c0).clamp(-1.0, 1.0)
+        return torch.arccos(c) * 2 / math.pi * (1 + self.s) - self.s
+
+    def config(self):
+        return {"s": self.s, "t_min": self.t_min, "t_max": self.t_max}
+
+
+class VE(GaussianProcess):
+    """Variance exploding (NCSN; Song & Ermon 2019): ``alpha_t = 1``,
+    ``sigma_t = sigma_min (sigma_max / sigma_min)^t``, a geometric sequence of noise levels."""
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 0.0):
+        self.sigma_min, self.sigma_max, self.t_min = float(sigma_min), float(sigma_max), float(t_min)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def log_alpha(self, t):
+        return torch.zeros_like(_t(t))
+
+    def log_sigma(self, t):
+        return math.log(self.sigma_min) + t * self._log_ratio
+
+    def t_from_log_snr(self, log_snr):
+        return (-0.5 * _t(log_snr) - math.log(self.sigma_min)) / self._log_ratio
+
+    def config(self):
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "t_min": self.t_min}
+
+
+class EDM(GaussianProcess):
+    """The EDM process (Karras et al. 2022): ``alpha_t = 1`` and time warped so that uniform ``t`` is
+    the rho-schedule, ``sigma_t = (sigma_min^(1/rho) + t (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho``.
+
+    Training draws ``ln sigma ~ N(p_mean, p_std^2)`` (clamped to ``[sigma_min, sigma_max]``);
+    ``sigma_data`` is the data scale used by EDM preconditioning.
+    """
+
+    name = "edm"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float = 0.5):
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        self.p_mean, self.p_std, self.sigma_data = float(p_mean), float(p_std), float(sigma_data)
+        self.t_min, self.t_max = 0.0, 1.0
+        self._a, self._b = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+
+    def log_alpha(self, t):
+        return torch.zeros_like(_t(t))
+
+    def log_sigma(self, t):
+        return self.rho * torch.log(self._a + t * (self._b - self._a))
+
+    def t_from_log_snr(self, log_snr):
+        sigma = torch.exp(-0.5 * _t(log_snr))
+        return (sigma ** (1 / self.rho) - self._a) / (self._b - self._a)
+
+    def sample_t(self, n, generator=None):
+        log_sigma = self.p_mean + self.p_std * torch.randn(n, generator=generator, dtype=torch.float64)
+        sigma = log_sigma.exp().clamp(self.sigma_min, self.sigma_max)
+        return self.t_from_log_snr(-2 * torch.log(sigma)).clamp(0.0, 1.0)
+
+    def config(self):
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "rho": self.rho, "p_mean": self.p_mean, "p_std": self.p_std, "sigma_data": self.sigma_data}
+
+
+class ZeroCoMGaussian(GaussianProcess):
+    """A Gaussian process restricted to the zero-centre-of-mass subspace (for 3-D positions; Hoogeboom
+    et al. 2022): noise and predictions are projected by ``x_i <- x_i - (1/n) sum_j x_j`` over the real
+    nodes, so that ``q(x_t | x_0)`` and the prior are translation-invariant. Schedule from ``base``."""
+
+    name = "zero-com-gaussian"
+
+    def __init__(self, base: GaussianProcess | None = None):
+        self.base = base if base is not None else VPCosine()
+        self.t_min, self.t_max = self.base.t_min, self.base.t_max
+
+    def log_alpha(self, t):
+        return self.base.log_alpha(t)
+
+    def log_sigma(self, t):
+        return self.base.log_sigma(t)
+
+    def t_from_log_snr(self, log_snr):
+        return self.base.t_from_log_snr(log_snr)
+
+    def sample_t(self, n, generator=None):
+        return self.base.sample_t(n, generator)
+
+    def project(self, x, mask=None):
+        if mask is None:
+            return x - x.mean(dim=1, keepdim=True)
+        m = _expand_mask(mask, x)
+        count = m.sum(dim=1, keepdim=True).clamp_min(1.0)
+        centre = (x * m).sum(dim=1, keepdim=True) / count
+        return (x - centre) * m
+
+    def config(self):
+        return {"base": self.base.name, **self.base.config()}
+
+
+def _zero_com_from_config(base: str = "vp-cosine", **kwargs) -> ZeroCoMGaussian:
+    return ZeroCoMGaussian(GAUSSIAN_PROCESSES[base](**kwargs))
+
+
+GAUSSIAN_PROCESSES = {"vp-linear": VPLinear, "vp-cosine": VPCosine, "ve": VE, "edm": EDM}

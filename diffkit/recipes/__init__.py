@@ -1,0 +1,23 @@
+"""Built-in recipes, shipped as TOML files inside the package."""
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+
+def read_packaged(package: str, filename: str) -> dict:
+    """Parse a TOML recipe shipped inside ``package`` (plugins use this for their own recipes)."""
+    return tomllib.loads(resources.files(package).joinpath(filename).read_text())
+
+
+def gmm() -> dict:
+    return read_packaged("diffkit.recipes", "gmm.toml")
+
+
+def gmm_quick() -> dict:
+    """The ``gmm`` recipe at a tenth of the training budget (for smoke tests)."""
+    recipe = gmm()
+    recipe["name"] = "gmm-quick"
+    recipe["train"].update(steps=300, checkpoint_every=100, log_every=50)
+    recipe["sample"]["n"] = 2000
+    return recipe

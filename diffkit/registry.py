@@ -1,0 +1,149 @@
+"""Plugin discovery through ``importlib.metadata`` entry points, one group per kind of component.
+
+Groups: ``diffkit.spaces``, ``diffkit.processes``, ``diffkit.backbones``, ``diffkit.samplers``,
+``diffkit.datasets``, ``diffkit.metrics``, ``diffkit.recipes``. The core registers its own components
+the same way (see ``setup.cfg``). Entry points are scanned once per process and kept as import strings
+until a component is first used, so ``import diffkit`` imports no plugin. A component that fails to
+import is reported with its error and breaks nothing else; a name claimed by two distributions is an
+error naming both.
+"""
+from __future__ import annotations
+
+import importlib.metadata as metadata
+from dataclasses import dataclass, field
+
+KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes")
+SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe"}
+
+# Where well-known names live, so a missing one gets an install hint.
+KNOWN_PROVIDERS = {
+    "image": ("unet", "digits", "digits-quick", "image-folder", "digits-frechet", "digits-accuracy"),
+    "audio": ("diffwave", "spoken-digits", "spoken-digits-quick", "audio-folder"),
+    "molecule": ("qm9", "qm9-quick", "smiles-file", "graph-transformer", "molecule"),
+}
+
+
+class RegistryError(LookupError):
+    """A component is unknown, broken or claimed twice. The message says what to do."""
+
+
+@dataclass
+class Component:
+    kind: str
+    name: str
+    value: str
+    distribution: str
+    version: str
+    status: str = "unloaded"
+    error: str = ""
+    claimants: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {"kind": SINGULAR[self.kind], "name": self.name, "value": self.value, "distribution": self.distribution, "version": self.version, "status": self.status}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+_CACHE: dict | None = None
+_LOADED: dict = {}
+_LOCAL: dict = {}
+
+
+def _scan() -> dict:
+    found: dict = {}
+    for kind in KINDS:
+        seen = set()
+        for ep in metadata.entry_points(group=f"diffkit.{kind}"):
+            dist = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+            version = ep.dist.version if ep.dist is not None else "?"
+            key = (kind, ep.name)
+            if (key, dist, ep.value) in seen:
+                continue  # the same distribution seen twice on sys.path
+            seen.add((key, dist, ep.value))
+            comp = Component(kind, ep.name, ep.value, dist, version)
+            if key in found and found[key].distribution != dist:
+                other = found[key]
+                other.claimants.append(f"{dist} {version}")
+                other.status = "conflict"
+                other.error = f"{SINGULAR[kind]} {ep.name!r} is claimed by both {other.distribution} and {dist}; uninstall one of them"
+                continue
+            found[key] = comp
+    return found
+
+
+def discover(refresh: bool = False) -> dict:
+    """``{(kind, name): Component}`` for every entry point of every installed distribution."""
+    global _CACHE
+    if _CACHE is None or refresh:
+        _CACHE = _scan()
+        _LOADED.clear()
+    return _CACHE
+
+
+def register(kind: str, name: str, obj) -> None:
+    """Register a component in this process only (scripts, notebooks, tests)."""
+    if kind not in KINDS:
+        raise RegistryError(f"unknown component kind {kind!r}; use one of {KINDS}")
+    _LOCAL[(kind, name)] = obj
+
+
+def unregister(kind: str, name: str) -> None:
+    _LOCAL.pop((kind, name), None)
+
+
+def names(kind: str) -> list[str]:
+    return sorted({n for (k, n) in discover() if k == kind} | {n for (k, n) in _LOCAL if k == kind})
+
+
+def _hint(name: str) -> str:
+    for extra, provided in KNOWN_PROVIDERS.items():
+        if name in provided:
+            return f"; it comes with diffkit-{extra}: pip install 'diffkit[{extra}]'"
+    return ""
+
+
+def load(kind: str, name: str):
+    """Import and return the component ``name`` of ``kind``, with a clear error if that fails."""
+    if kind not in KINDS:
+        raise RegistryError(f"unknown component kind {kind!r}; use one of {KINDS}")
+    if (kind, name) in _LOCAL:
+        return _LOCAL[(kind, name)]
+    comp = discover().get((kind, name))
+    if comp is None:
+        available = ", ".join(names(kind)) or "none"
+        raise RegistryError(f"no {SINGULAR[kind]} named {name!r} is installed (installed: {available}){_hint(name)}")
+    if comp.status == "conflict":
+        raise RegistryError(comp.error)
+    if (kind, name) in _LOADED:
+        return _LOADED[(kind, name)]
+    module, _, attr = comp.value.partition(":")
+    try:
+        obj = importlib_import(module)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except Exception as exc:  # noqa: BLE001 - any failure of a plugin is reported, never fatal elsewhere
+        comp.status, comp.error = "broken", f"{type(exc).__name__}: {exc}"
+        raise RegistryError(f"{SINGULAR[kind]} {name!r} from {comp.distribution} {comp.version} is broken ({comp.error}); reinstall or fix that plugin") from exc
+    comp.status = "ok"
+    _LOADED[(kind, name)] = obj
+    return obj
+
+
+def importlib_import(module: str):
+    import importlib
+
+    return importlib.import_module(module)
+
+
+def components(check: bool = True) -> list[Component]:
+    """Every discovered component; with ``check`` each is imported to report ``ok`` or ``broken``."""
+    out = []
+    for (kind, name), comp in sorted(discover().items()):
+        if check and comp.status not in ("conflict",):
+            try:
+                load(kind, name)
+            except RegistryError:
+                pass
+        out.append(comp)
+    return out

@@ -1,0 +1,298 @@
+"""Reverse-process samplers, each a short function ``sampler(denoiser, state, times, ...)``.
+
+``denoiser(state, t)`` returns, for every diffused field, ``x0_hat`` (Gaussian fields) or
+``p(x_0 | x_t)`` (categorical fields); ``denoiser.diffusion`` names the field processes. ``state`` is
+a draw from the prior at ``times[0]``; ``times`` decreases to ``t_min`` and every sampler ends with a
+step to the clean level (``alpha = 1, sigma = 0``), where ``x = x0_hat``.
+
+Gaussian fields follow the sampler's update; categorical fields step ancestrally,
+``x_s ~ p(x_s | x_t)``, once per level beside any of them (Campbell et al. 2022; DiGress).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from diffkit.processes.gaussian import gaussian_posterior
+from diffkit.state import State
+
+
+class _Levels:
+    """Per-field ``alpha_i``, ``sigma_i`` over the K levels plus the clean level (1, 0)."""
+
+    def __init__(self, diffusion, times):
+        self.times = [float(t) for t in torch.as_tensor(times, dtype=torch.float64)]
+        if any(b >= a for a, b in zip(self.times, self.times[1:])):
+            raise ValueError("times must decrease strictly (from t_max towards t_min)")
+        t = torch.tensor(self.times, dtype=torch.float64)
+        self.alpha, self.sigma = {}, {}
+        for name in diffusion.gaussian_fields:
+            proc = diffusion.processes[name]
+            self.alpha[name] = proc.alpha(t).tolist() + [1.0]
+            self.sigma[name] = proc.sigma(t).tolist() + [0.0]
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def lam(self, name: str, i: int) -> float:
+        s = self.sigma[name][i]
+        return math.inf if s == 0 else math.log(self.alpha[name][i] / s)
+
+
+def _setup(denoiser, state, times):
+    diffusion = denoiser.diffusion
+    return diffusion, _Levels(diffusion, times), State(state)
+
+
+def _noise(diffusion, state, name, generator):
+    return diffusion.processes[name].noise(state[name], generator, diffusion.mask_for(state, name))
+
+
+def _step_categorical(diffusion, state: State, pred: State, levels: _Levels, i: int, generator, out: State) -> None:
+    s = levels.times[i + 1] if i + 1 < len(levels) else None
+    for name in diffusion.categorical_fields:
+        out[name] = diffusion.processes[name].step(state[name], pred[name], levels.times[i], s, generator)
+
+
+def _finish(out: State, callback, i, pred):
+    if callback is not None:
+        callback({"i": i, "state": out, "pred": pred})
+    return out
+
+
+def _nfe_first_order(steps: int, **_) -> int:
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+def ancestral(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+    """The reverse-diffusion kernel (Sohl-Dickstein et al. 2015; Ho et al. 2020):
+    ``x_s ~ q(x_s | x_t, x0 = x0_hat)``, mean ``a_{t|s} s_s^2/s_t^2 x_t + a_s s_{t|s}^2/s_t^2 x0_hat``,
+    variance ``s_{t|s}^2 s_s^2 / s_t^2``."""
+    diffusion, lv, x = _setup(denoiser, state, times)
+    for i, t in enumerate(lv.times):
+        pred = denoiser(x, t)
+        out = State(x)
+        for name in diffusion.gaussian_fields:
+            a_t, s_t, a_s, s_s = lv.alpha[name][i], lv.sigma[name][i], lv.alpha[name][i + 1], lv.sigma[name][i + 1]
+            if s_s == 0:
+                out[name] = pred[name]
+                continue
+            mean, var = gaussian_posterior(x[name], pred[name], a_t, s_t, a_s, s_s)
+            out[name] = mean + math.sqrt(var) * _noise(diffusion, x, name, generator)
+        _step_categorical(diffusion, x, pred, lv, i, generator, out)
+        x = _finish(out, callback, i, pred)
+    return x
+
+
+def ddim(denoiser, state, times, *, eta: float = 0.0, generator=None, callback: Callable | None = None):
+    """DDIM (Song, Meng & Ermon 2021): ``x_s = a_s x0_hat + sqrt(s_s^2 - c^2) eps_hat + c z`` with
+    ``eps_hat = (x_t - a_t x0_hat)/s_t`` and ``c = eta sqrt(s_{t|s}^2 s_s^2 / s_t^2)``; ``eta = 0`` is
+    deterministic, ``eta = 1`` the ancestral kernel."""
+    diffusion, lv, x = _setup(denoiser, state, times)
+    for i, t in enumerate(lv.times):
+        pred = denoiser(x, t)
+        out = State(x)
+        for name in diffusion.gaussian_fields:
+            a_t, s_t, a_s, s_s = lv.alpha[name][i], lv.sigma[name][i], lv.alpha[name][i + 1], lv.sigma[name][i + 1]
+            if s_s == 0:
+                out[name] = pred[name]
+                continue
+            eps = (x[name] - a_t * pred[name]) / s_t
+            c = eta * math.sqrt(max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0) * s_s**2 / s_t**2)
+            out[name] = a_s * pred[name] + math.sqrt(max(s_s**2 - c * c, 0.0)) * eps
+            if c > 0:
+                out[name] = out[name] + c * _noise(diffusion, x, name, generator)
+        _step_categorical(diffusion, x, pred, lv, i, generator, out)
+        x = _finish(out, callback, i, pred)
+    return x
+
+
+def euler(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+    """Euler on the probability-flow ODE in variance-exploding coordinates ``y = x/alpha``,
+    ``s = sigma/alpha`` (Karras et al. 2022): ``dy/ds = (y - x0_hat)/s``."""
+    diffusion, lv, x = _setup(denoiser, state, times)
+    for i, t in enumerate(lv.times):
+        pred = denoiser(x, t)
+        out = State(x)
+        for name in diffusion.gaussian_fields:
+            a_t, s_t, a_s, s_s = lv.alpha[name][i], lv.sigma[name][i], lv.alpha[name][i + 1], lv.sigma[name][i + 1]
+            y, ve_t, ve_s = x[name] / a_t, s_t / a_t, s_s / a_s
+            d = (y - pred[name]) / ve_t
+            out[name] = a_s * (y + (ve_s - ve_t) * d)
+        _step_categorical(diffusion, x, pred, lv, i, generator, out)
+        x = _finish(out, callback, i, pred)
+    return x
+
+
+def heun(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+    """Heun's second-order method on the probability-flow ODE (EDM, Karras et al. 2022, Algorithm 1):
+    an Euler step, then the trapezoid of the slopes at both ends; the last step to ``s = 0`` stays Euler."""
+    diffusion, lv, x = _setup(denoiser, state, times)
+    for i, t in enumerate(lv.times):
+        pred = denoiser(x, t)
+        out = State(x)
+        slopes = {}
+        for name in diffusion.gaussian_fields:
+            a_t, s_t, a_s, s_s = lv.alpha[name][i], lv.sigma[name][i], lv.alpha[name][i + 1], lv.sigma[name][i + 1]
+            y, ve_t, ve_s = x[name] / a_t, s_t / a_t, s_s / a_s
+            slopes[name] = (y - pred[name]) / ve_t
+            out[name] = a_s * (y + (ve_s - ve_t) * slopes[name])
+        _step_categorical(diffusion, x, pred, lv, i, generator, out)
+        if i + 1 < len(lv) and slopes:
+            pred2 = denoiser(out, lv.times[i + 1])
+            for name in diffusion.gaussian_fields:
+                a_t, s_t, a_s, s_s = lv.alpha[name][i], lv.sigma[name][i], lv.alpha[name][i + 1], lv.sigma[name][i + 1]
+                ve_t, ve_s = s_t / a_t, s_s / a_s
+                d2 = (out[name] / a_s - pred2[name]) / ve_s
+                out[name] = a_s * (x[name] / a_t + (ve_s - ve_t) * 0.5 * (slopes[name] + d2))
+        x = _finish(out, callback, i, pred)
+    return x
+
+
+def _dpmpp(order: int):
+    def sampler(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+        diffusion, lv, x = _setup(denoiser, state, times)
+        history = {name: [] for name in diffusion.gaussian_fields}  # (lambda_i, x0_hat_i), newest last
+        for i, t in enumerate(lv.times):
+            pred = denoiser(x, t)
+            out = State(x)
+            for name in diffusion.gaussian_fields:
+                a_s, s_t, s_s = lv.alpha[name][i + 1], lv.sigma[name][i], lv.sigma[name][i + 1]
+                lam_t = lv.lam(name, i)
+                hist = history[name]
+                hist.append((lam_t, pred[name]))
+                del hist[:-3]
+                if s_s == 0:  # the last step lands on x0_hat (the first-order limit)
+                    out[name] = pred[name]
+                    continue
+                h = lv.lam(name, i + 1) - lam_t
+                phi1 = math.expm1(-h)  # e^{-h} - 1
+                d0 = pred[name]
+                k = min(order, len(hist))
+                if k == 1:
+                    update = -a_s * phi1 * d0
+                elif k == 2:
+                    r0 = (lam_t - hist[-2][0]) / h
+                    d1 = (d0 - hist[-2][1]) / r0
+                    update = -a_s * phi1 * (d0 + 0.5 * d1)
+                else:
+                    r0 = (lam_t - hist[-2][0]) / h
+                    r1 = (hist[-2][0] - hist[-3][0]) / h
+                    d1_0 = (d0 - hist[-2][1]) / r0
+                    d1_1 = (hist[-2][1] - hist[-3][1]) / r1
+                    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+                    phi2 = phi1 / h + 1.0
+                    phi3 = phi2 / h - 0.5
+                    update = -a_s * phi1 * d0 + a_s * phi2 * d1 - a_s * phi3 * d2
+                out[name] = (s_s / s_t) * x[name] + update
+            _step_categorical(diffusion, x, pred, lv, i, generator, out)
+            x = _finish(out, callback, i, pred)
+        return x
+
+    sampler.__name__ = f"dpmpp_{order}m"
+    sampler.__doc__ = f"""DPM-Solver++({order}M) (Lu et al. 2022), multistep in ``lambda = log(alpha/sigma)`` with the
+    data prediction: ``x_s = (s_s/s_t) x_t - a_s (e^(-h) - 1) D``, ``h = lambda_s - lambda_t``, where ``D``
+    extrapolates the last {order} values of ``x0_hat`` (lower order while history is short); the
+    last step lands on ``x0_hat``."""
+    return sampler
+
+
+dpmpp_2m = _dpmpp(2)
+dpmpp_3m = _dpmpp(3)
+
+
+def langevin(denoiser, state, times, *, n_steps: int = 5, step_size: float = 2e-5, denoise: bool = True, generator=None, callback: Callable | None = None):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) on the denoising-score-matching
+    model: at each level ``i`` run ``n_steps`` of ``x <- x + a_i/2 * score + sqrt(a_i) z`` with
+    ``a_i = step_size * sigma_i^2 / sigma_L^2`` and ``score = -(x - alpha_i x0_hat)/sigma_i^2``;
+    ``denoise`` ends with one more evaluation and ``x = x0_hat`` (Tweedie; Jolicoeur-Martineau et al. 2021)."""
+    diffusion, lv, x = _setup(denoiser, state, times)
+    K = len(lv)
+    pred = None
+    for i, t in enumerate(lv.times):
+        for _ in range(int(n_steps)):
+            pred = denoiser(x, t)
+            out = State(x)
+            for name in diffusion.gaussian_fields:
+                a_t, s_t, s_last = lv.alpha[name][i], lv.sigma[name][i], lv.sigma[name][K - 1]
+                step = step_size * (s_t / s_last) ** 2
+                score = -(x[name] - a_t * pred[name]) / s_t**2
+                out[name] = x[name] + 0.5 * step * score + math.sqrt(step) * _noise(diffusion, x, name, generator)
+            x = out
+        if i + 1 < K or not denoise:
+            out = State(x)
+            if i + 1 < K:
+                _step_categorical(diffusion, x, pred, lv, i, generator, out)
+            x = _finish(out, callback, i, pred)
+    if denoise:
+        pred = denoiser(x, lv.times[-1])
+        out = State(x)
+        for name in diffusion.gaussian_fields:
+            out[name] = pred[name]
+        _step_categorical(diffusion, x, pred, lv, K - 1, generator, out)
+        x = _finish(out, callback, K - 1, pred)
+    return x
+
+
+def predictor_corrector(denoiser, state, times, *, predictor: str = "ancestral", n_corrector: int = 1, snr: float = 0.16, generator=None, callback: Callable | None = None):
+    """Predictor-corrector sampling (Song et al. 2021). At each level: ``n_corrector`` Langevin
+    corrector steps ``x <- x + e score + sqrt(2 e) z`` with the signal-to-noise rule
+    ``e = 2 (snr ||z|| / ||score||)^2`` (norms per example, averaged over the batch), then a predictor step: ``ancestral`` (the reverse-diffusion
+    kernel) or ``euler-maruyama`` on the reverse SDE ``dx = [f x - g^2 score] dt + g dw``."""
+    if predictor not in ("ancestral", "euler-maruyama"):
+        raise ValueError(f"unknown predictor {predictor!r}; use 'ancestral' or 'euler-maruyama'")
+    diffusion, lv, x = _setup(denoiser, state, times)
+    coeffs = {name: diffusion.processes[name].sde_coefficients(torch.tensor(lv.times, dtype=torch.float64)) for name in diffusion.gaussian_fields}
+    for i, t in enumerate(lv.times):
+        for _ in range(int(n_corrector)):
+            pred = denoiser(x, t)
+            out = State(x)
+            for name in diffusion.gaussian_fields:
+                a_t, s_t = lv.alpha[name][i], lv.sigma[name][i]
+                score = -(x[name] - a_t * pred[name]) / s_t**2
+                z = _noise(diffusion, x, name, generator)
+                z_norm = z.reshape(z.shape[0], -1).norm(dim=1).mean()
+                score_norm = score.reshape(score.shape[0], -1).norm(dim=1).mean().clamp_min(1e-12)
+                e = 2.0 * float(snr * z_norm / score_norm) ** 2
+                out[name] = x[name] + e * score + math.sqrt(2.0 * e) * z
+            x = out
+        pred = denoiser(x, t)
+        out = State(x)
+        for name in diffusion.gaussian_fields:
+            a_t, s_t, a_s, s_s = lv.alpha[name][i], lv.sigma[name][i], lv.alpha[name][i + 1], lv.sigma[name][i + 1]
+            if s_s == 0:
+                out[name] = pred[name]
+            elif predictor == "ancestral":
+                mean, var = gaussian_posterior(x[name], pred[name], a_t, s_t, a_s, s_s)
+                out[name] = mean + math.sqrt(var) * _noise(diffusion, x, name, generator)
+            else:
+                f, g2 = float(coeffs[name][0][i]), float(coeffs[name][1][i])
+                dt = lv.times[i] - lv.times[i + 1]
+                score = -(x[name] - a_t * pred[name]) / s_t**2
+                out[name] = x[name] - (f * x[name] - g2 * score) * dt + math.sqrt(g2 * dt) * _noise(diffusion, x, name, generator)
+        _step_categorical(diffusion, x, pred, lv, i, generator, out)
+        x = _finish(out, callback, i, pred)
+    return x
+
+
+# --- network evaluations per call, so benchmarks compare samplers at equal cost --------------------
+ancestral.nfe = _nfe_first_order
+ddim.nfe = _nfe_first_order
+euler.nfe = _nfe_first_order
+dpmpp_2m.nfe = _nfe_first_order
+dpmpp_3m.nfe = _nfe_first_order
+heun.nfe = lambda steps, **_: 2 * steps - 1
+langevin.nfe = lambda steps, n_steps=5, denoise=True, **_: steps * n_steps + int(denoise)
+predictor_corrector.nfe = lambda steps, n_corrector=1, **_: steps * (1 + n_corrector)
+
+
+def steps_for_nfe(sampler, nfe: int, **options) -> int:
+    """The largest number of levels whose cost does not exceed ``nfe`` evaluations (at least 1)."""
+    steps = 1
+    while sampler.nfe(steps + 1, **options) <= nfe:
+        steps += 1
+    return steps

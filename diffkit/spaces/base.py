@@ -1,0 +1,124 @@
+"""The contract every data space keeps.
+
+A space says what an element is (:meth:`Space.validate`), turns elements into the named tensors the
+engine diffuses (:meth:`Space.collate`), turns samples back into elements (:meth:`Space.decode`) and
+writes them in their natural form (:meth:`Space.write`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from diffkit.state import State
+
+
+class SpaceError(ValueError):
+    """An element does not belong to a space. The message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What one field of a State holds.
+
+    ``kind`` is ``"continuous"`` (diffused by a Gaussian process) or ``"categorical"`` (one-hot over
+    ``num_classes``, diffused by a categorical process). ``layout`` says which mask applies:
+    ``"dense"`` (none), ``"node"`` (B×n) or ``"pair"`` (B×n×n, symmetric).
+    """
+
+    name: str
+    kind: str = "continuous"
+    layout: str = "dense"
+    num_classes: int = 0
+    symmetric: bool = False
+    zero_mean: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Space:
+    """Base class of data spaces. Subclasses set :attr:`fields` and implement the four verbs."""
+
+    name = "space"
+    fields: tuple[FieldSpec, ...] = ()
+
+    # --- what is an element -------------------------------------------------------------
+    def validate(self, item: Any) -> Any:
+        """Return ``item`` in canonical form, or raise :class:`SpaceError` naming the problem and fix."""
+        raise NotImplementedError
+
+    # --- data -> tensors ----------------------------------------------------------------
+    def collate(self, items: Sequence[Any], *, train: bool = False, generator: torch.Generator | None = None) -> State:
+        """Validate and stack elements into a batch State (``train=True`` may dequantise)."""
+        raise NotImplementedError
+
+    def train_transform(self, state: State, generator: torch.Generator | None = None) -> State:
+        """Per-batch training augmentation of an encoded State (e.g. dequantisation); identity by default."""
+        return state
+
+    def encode(self, item: Any, **kwargs) -> State:
+        """One element as a State with batch size 1."""
+        return self.collate([item], **kwargs)
+
+    # --- tensors -> data ----------------------------------------------------------------
+    def decode(self, state: State) -> list:
+        """Turn a sampled State back into a list of elements (quantise, clamp, argmax, symmetrise)."""
+        raise NotImplementedError
+
+    def write(self, items: list, out: Path, **kwargs) -> list[Path]:
+        """Write decoded elements under directory ``out`` in the modality's natural form."""
+        raise NotImplementedError
+
+    # --- data statistics and sampling templates -----------------------------------------
+    def fit(self, items: Sequence[Any]) -> dict:
+        """JSON-serialisable statistics of training elements that sampling needs later (graph sizes,
+        class frequencies). Stored in the checkpoint's config and handed back to :meth:`template`."""
+        return {}
+
+    def template(self, batch_size: int, stats: dict | None = None, generator: torch.Generator | None = None) -> State:
+        """A State of zeros with the shapes (and masks) of ``batch_size`` elements to sample.
+
+        The default uses one collated element's shapes; spaces of variable size override it."""
+        raise NotImplementedError
+
+    # --- description ------------------------------------------------------------------
+    def config(self) -> dict:
+        """JSON-serialisable keyword arguments that rebuild this space."""
+        raise NotImplementedError
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"space {self.name!r} has no field {name!r}; its fields are {[f.name for f in self.fields]}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def as_float_tensor(value: Any, what: str) -> torch.Tensor:
+    """Convert numbers, lists, NumPy arrays or tensors to a float32 tensor, refusing NaN/inf."""
+    try:
+        tensor = torch.as_tensor(value)
+    except Exception as exc:  # noqa: BLE001 - re-raised with a clear message
+        raise SpaceError(f"{what}: cannot convert {type(value).__name__} to a tensor ({exc}); pass a tensor or NumPy array") from None
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise SpaceError(f"{what}: got dtype {tensor.dtype}; pass real numbers")
+    if not tensor.is_floating_point():
+        return tensor
+    tensor = tensor.float()
+    if not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise SpaceError(f"{what}: {bad} value(s) are NaN or infinite; clean the data before encoding")
+    return tensor
+
+
+def check_items(items: Iterable[Any], what: str) -> list:
+    items = list(items)
+    if not items:
+        raise SpaceError(f"{what}: got an empty batch; pass at least one element")
+    return items

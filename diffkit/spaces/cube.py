@@ -1,0 +1,97 @@
+"""The continuous cube [low, high]^shape, stored in ``levels`` discrete levels (images: 256)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from diffkit.spaces.base import FieldSpec, Space, SpaceError, as_float_tensor, check_items
+from diffkit.state import State
+
+
+class ContinuousCube(Space):
+    """Arrays of a fixed ``shape`` with values in ``[low, high]``, quantised to ``levels`` levels.
+
+    Elements are float arrays in ``[low, high]`` or integer arrays of level indices ``0..levels-1``
+    (``uint8`` images, say), which are converted explicitly with ``k -> low + k (high-low)/(levels-1)``.
+    Encoding maps the cube affinely onto ``[-1, 1]``; with ``train=True`` and ``dequantize`` it adds
+    uniform noise inside each quantisation bin (Theis et al. 2016), so the model sees a density.
+    Decoding clamps to the cube and rounds to the nearest level.
+    """
+
+    name = "continuous-cube"
+
+    def __init__(self, shape: Sequence[int], low: float = 0.0, high: float = 1.0, levels: int = 256, dequantize: bool = True, field: str = "x"):
+        self.shape = tuple(int(s) for s in shape)
+        if not self.shape or min(self.shape) < 1:
+            raise SpaceError(f"ContinuousCube: shape must be positive integers, got {shape}")
+        if not float(high) > float(low):
+            raise SpaceError(f"ContinuousCube: need low < high, got low={low}, high={high}")
+        if levels is not None and int(levels) < 2:
+            raise SpaceError(f"ContinuousCube: levels must be >= 2 (or None for no quantisation), got {levels}")
+        self.low, self.high = float(low), float(high)
+        self.levels = None if levels is None else int(levels)
+        self.dequantize = bool(dequantize)
+        self.field_name = field
+        self.fields = (FieldSpec(field),)
+
+    # --------------------------------------------------------------------------------------
+    def validate(self, item: Any) -> torch.Tensor:
+        x = as_float_tensor(item, "ContinuousCube")
+        if tuple(x.shape) != self.shape:
+            raise SpaceError(f"ContinuousCube: expected shape {self.shape}, got {tuple(x.shape)}; resize or reshape the element (channels first)")
+        if not x.is_floating_point():
+            if self.levels is None:
+                raise SpaceError("ContinuousCube: got integer data but the cube has no quantisation levels; pass floats in [low, high]")
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi > self.levels - 1:
+                raise SpaceError(f"ContinuousCube: integer levels must lie in 0..{self.levels - 1}, got {lo}..{hi}; rescale the data")
+            return self.low + x.float() * (self.high - self.low) / (self.levels - 1)
+        lo, hi = float(x.min()), float(x.max())
+        tol = 1e-6 * (self.high - self.low)
+        if lo < self.low - tol or hi > self.high + tol:
+            raise SpaceError(
+                f"ContinuousCube: values must lie in [{self.low}, {self.high}], got [{lo:.4g}, {hi:.4g}]; "
+                f"rescale the data (for 8-bit images divide by 255)"
+            )
+        return x.clamp(self.low, self.high)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.low) / (self.high - self.low)
+
+    def collate(self, items: Sequence[Any], *, train: bool = False, generator: torch.Generator | None = None) -> State:
+        items = check_items(items, "ContinuousCube")
+        u = self.to_unit(torch.stack([self.validate(i) for i in items]))  # in [0, 1]
+        state = State({self.field_name: u * 2.0 - 1.0})
+        return self.train_transform(state, generator) if train else state
+
+    def train_transform(self, state: State, generator: torch.Generator | None = None) -> State:
+        """Uniform dequantisation: level ``k`` becomes ``(k + u) / levels`` with ``u ~ U[0, 1)``."""
+        if not self.dequantize or self.levels is None:
+            return state
+        x = state[self.field_name]
+        k = torch.round((x + 1.0) / 2.0 * (self.levels - 1))
+        noise = torch.rand(k.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return state.replace(**{self.field_name: (k + noise) / self.levels * 2.0 - 1.0})
+
+    def decode(self, state: State) -> list[torch.Tensor]:
+        u = ((state[self.field_name].detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+        if self.levels is not None:
+            u = torch.round(u * (self.levels - 1)) / (self.levels - 1)
+        return list(self.low + u * (self.high - self.low))
+
+    def write(self, items: list, out: Path, *, labels: Sequence[int] | None = None, name: str = "samples", **kwargs) -> list[Path]:
+        from diffkit.plotting import image_grid_png
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        unit = [self.to_unit(x) for x in items]
+        paths = [image_grid_png(unit, out / f"{name}.png", labels=labels)]
+        return paths
+
+    def template(self, batch_size: int, stats=None, generator=None) -> State:
+        return State({self.field_name: torch.zeros(int(batch_size), *self.shape)})
+
+    def config(self) -> dict:
+        return {"shape": list(self.shape), "low": self.low, "high": self.high, "levels": self.levels, "dequantize": self.dequantize, "field": self.field_name}

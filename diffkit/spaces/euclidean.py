@@ -1,0 +1,55 @@
+"""Points in R^d: the space of the built-in Gaussian-mixture oracle and of tabular data."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from diffkit.spaces.base import FieldSpec, Space, SpaceError, as_float_tensor, check_items
+from diffkit.state import State
+
+
+class EuclideanSpace(Space):
+    """Vectors ``x`` in R^dim, encoded as ``State(x=B×dim)``, decoded unchanged."""
+
+    name = "euclidean"
+
+    def __init__(self, dim: int):
+        if int(dim) < 1:
+            raise SpaceError(f"EuclideanSpace: dim must be >= 1, got {dim}")
+        self.dim = int(dim)
+        self.fields = (FieldSpec("x"),)
+
+    def validate(self, item: Any) -> torch.Tensor:
+        x = as_float_tensor(item, "EuclideanSpace")
+        if x.shape != (self.dim,):
+            raise SpaceError(f"EuclideanSpace: expected a vector of shape ({self.dim},), got {tuple(x.shape)}; reshape each element to ({self.dim},)")
+        return x.float()
+
+    def collate(self, items: Sequence[Any], *, train: bool = False, generator=None) -> State:
+        items = check_items(items, "EuclideanSpace")
+        return State(x=torch.stack([self.validate(i) for i in items]))
+
+    def decode(self, state: State) -> list[torch.Tensor]:
+        return list(state["x"].detach().float().cpu())
+
+    def write(self, items: list, out: Path, *, reference: torch.Tensor | None = None, title: str = "", **kwargs) -> list[Path]:
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        xs = torch.stack(items) if items else torch.zeros(0, self.dim)
+        paths = [out / "samples.safetensors"]
+        save_file({"x": xs.contiguous()}, str(paths[0]))
+        if self.dim >= 2:
+            from diffkit.plotting import scatter_png
+
+            paths.append(scatter_png(xs, out / "samples.png", reference=reference, title=title))
+        return paths
+
+    def template(self, batch_size: int, stats=None, generator=None) -> State:
+        return State(x=torch.zeros(int(batch_size), self.dim))
+
+    def config(self) -> dict:
+        return {"dim": self.dim}

@@ -1,0 +1,232 @@
+"""The trainer: AdamW, EMA, gradient clipping, learning-rate warm-up, optional bf16 autocast and
+torch.compile, one seeded generator for every random draw, a progress bar, a JSON-lines log,
+atomic checkpoints, exact resumption on CPU, and data parallelism through ``torchrun``.
+
+Random draws (batch indices, times, noise, label dropout, dequantisation) all come from one
+``torch.Generator`` whose state is checkpointed, so a resumed run continues exactly where the
+killed one stopped. Under ``torchrun`` every rank draws the same global batch and noise and
+evaluates its own slice; gradients are averaged by DistributedDataParallel, so the update equals
+one process's update on the global batch. Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from diffkit import __version__
+from diffkit.denoiser import Denoiser
+from diffkit.losses import diffusion_loss
+from diffkit.pipeline import build_run, collate_dataset, load_dataset, load_recipe
+from diffkit.training.checkpoint import (
+    FORMAT, FORMAT_VERSION, CheckpointError, atomic_save_tensors, atomic_write_json, load_tensors, prefixed, read_config, unprefixed,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite."""
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    rank, world = _dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return rank, world
+
+
+def learning_rate(step: int, cfg: dict) -> float:
+    """Linear warm-up over ``warmup`` steps to ``lr``, then constant or (``lr_decay = "cosine"``) a
+    half cosine down to zero at ``steps``."""
+    lr, warmup, total = float(cfg["lr"]), int(cfg["warmup"]), int(cfg["steps"])
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    if cfg.get("lr_decay") == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return lr
+
+
+class Trainer:
+    def __init__(self, recipe, out_dir: str | Path, *, steps: int | None = None, device: str = "cpu", seed: int | None = None,
+                 resume: bool = False, progress: bool = True, dataset=None):
+        self.recipe = load_recipe(recipe)
+        if seed is not None:
+            self.recipe["seed"] = int(seed)
+        if steps is not None:
+            self.recipe["train"]["steps"] = int(steps)
+        self.cfg = self.recipe["train"]
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.progress = progress
+        self.rank, self.world = _init_distributed(device)
+        if int(self.cfg["batch_size"]) % self.world:
+            raise ValueError(f"batch_size {self.cfg['batch_size']} does not divide among {self.world} processes; choose a multiple of {self.world}")
+        if resume:
+            read_config(self.out_dir)  # refuses foreign or corrupt runs before anything else happens
+        elif (self.out_dir / "config.json").exists():
+            raise FileExistsError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
+
+        seed = int(self.recipe["seed"])
+        torch.manual_seed(seed)
+        self.dataset = dataset if dataset is not None else load_dataset(self.recipe, "train")
+        self.run = build_run(self.recipe, self.dataset)
+        self.space = self.run.space
+        self.backbone = self.run.denoiser.backbone.to(device)
+        self.data, self.labels = collate_dataset(self.space, self.dataset)
+        self.data = self.data.to(device)
+        if self.run.num_classes and self.labels is None:
+            raise ValueError(f"recipe {self.recipe['name']!r} is class-conditional (num_classes={self.run.num_classes}) but dataset {self.recipe['data']['dataset']!r} has no labels")
+        self.labels = None if not self.run.num_classes else self.labels.to(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        params = [p for p in self.backbone.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=float(self.cfg["lr"]), betas=tuple(self.cfg["betas"]), weight_decay=float(self.cfg["weight_decay"]))
+        self.ema = {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}
+        self.step = 0
+        model = self.backbone
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        if self.cfg.get("compile"):
+            model = torch.compile(model)
+        self.train_denoiser = Denoiser(model, self.run.diffusion, self.run.denoiser.parameterization)
+        if resume:
+            self._load_checkpoint()
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def _trainer_tensors(self) -> tuple[dict, list]:
+        opt = self.optimizer.state_dict()
+        tensors = {}
+        for idx, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
+        tensors["rng.train"] = self.generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        return tensors, opt["param_groups"]
+
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        checksums = {
+            "model.safetensors": atomic_save_tensors(self.out_dir / "model.safetensors", {**prefixed("model", self.backbone.state_dict()), **prefixed("ema", self.ema)}, {"format": FORMAT}),
+        }
+        tensors, groups = self._trainer_tensors()
+        checksums["trainer.safetensors"] = atomic_save_tensors(self.out_dir / "trainer.safetensors", tensors, {"format": FORMAT})
+        atomic_write_json(self.out_dir / "config.json", {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, "torch_version": torch.__version__,
+            "recipe": self.recipe, "space": self.run.space_spec(), "stats": self.run.stats, "step": self.step,
+            "optimizer": {"param_groups": groups}, "checksums": checksums, "world_size": self.world,
+        })
+
+    def _load_checkpoint(self) -> None:
+        config = read_config(self.out_dir)
+        model = load_tensors(self.out_dir, "model.safetensors", config)
+        trainer = load_tensors(self.out_dir, "trainer.safetensors", config)
+        self.backbone.load_state_dict(unprefixed("model", model))
+        self.ema = {k: v.to(self.device) for k, v in unprefixed("ema", model).items()}
+        state: dict = {}
+        for key, value in trainer.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value.to(self.device) if name != "step" else value
+        self.optimizer.load_state_dict({"state": state, "param_groups": config["optimizer"]["param_groups"]})
+        self.generator.set_state(trainer["rng.train"])
+        torch.set_rng_state(trainer["rng.torch"])
+        self.step = int(config["step"])
+        if self.recipe["name"] != config["recipe"]["name"]:
+            raise CheckpointError(f"{self.out_dir} holds a run of recipe {config['recipe']['name']!r}, not {self.recipe['name']!r}; resume with the same recipe")
+
+    # --- the loop ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(float(self.cfg["ema"]), (1 + self.step) / (10 + self.step))
+        for k, v in self.backbone.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            else:
+                self.ema[k].copy_(v)
+
+    def _log(self, record: dict) -> None:
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _diverged(self, what: str, rng_state: torch.Tensor) -> None:
+        # the parameters have not been touched by this step: they are the last good ones
+        self.generator.set_state(rng_state)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.save_checkpoint()
+        self._log({"step": self.step, "event": "diverged", "what": what})
+        raise TrainingDiverged(
+            f"{what} became NaN or infinite at step {self.step + 1}; stopped and kept the last good checkpoint (step {self.step}) in {self.out_dir}. "
+            f"Lower the learning rate, enable grad_clip, or resume with --resume after changing the recipe"
+        )
+
+    def fit(self) -> dict:
+        from tqdm.auto import tqdm
+
+        total, B = int(self.cfg["steps"]), int(self.cfg["batch_size"])
+        local = B // self.world
+        shard = slice(self.rank * local, (self.rank + 1) * local) if self.world > 1 else None
+        N = self.data.batch_size
+        autocast = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16) if self.cfg.get("precision") == "bf16" else nullcontext()
+        params = [p for p in self.backbone.parameters() if p.requires_grad]
+        self.backbone.train()
+        if self.step == 0:
+            self.save_checkpoint()
+        bar = tqdm(total=total, initial=self.step, desc=f"train {self.recipe['name']}", disable=not self.progress or self.rank != 0, dynamic_ncols=True)
+        t_last, step_last, t_start = time.perf_counter(), self.step, time.perf_counter()
+        last = {}
+        while self.step < total:
+            rng_state = self.generator.get_state()
+            idx = torch.randint(N, (B,), generator=self.generator).to(self.data.device)
+            x0 = self.space.train_transform(self.data.index(idx), self.generator)
+            cond = None if self.labels is None else self.labels[idx]
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(self.step, self.cfg)
+            with autocast:
+                loss, fields = diffusion_loss(
+                    self.train_denoiser, x0, self.generator, weighting=self.cfg["weighting"], gamma=float(self.cfg["gamma"]), cond=cond,
+                    p_uncond=float(self.cfg["p_uncond"]), field_weights=self.cfg["field_weights"], vlb_weight=float(self.cfg["vlb_weight"]), shard=shard,
+                )
+            if not torch.isfinite(loss):
+                self._diverged("the loss", rng_state)
+            loss.backward()
+            clip = float(self.cfg["grad_clip"]) if self.cfg["grad_clip"] else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            if not torch.isfinite(grad_norm):
+                self._diverged("the gradient", rng_state)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._update_ema()
+            self.step += 1
+            bar.update(1)
+            last = {"loss": float(loss.detach()), **{f"loss_{k}": v for k, v in fields.items()}}
+            if self.step % int(self.cfg["log_every"]) == 0 or self.step == total:
+                now = time.perf_counter()
+                rate = (self.step - step_last) * B / max(now - t_last, 1e-9)
+                t_last, step_last = now, self.step
+                self._log({"step": self.step, **last, "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm), "items_per_second": rate})
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if self.step % int(self.cfg["checkpoint_every"]) == 0 and self.step < total:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+        seconds = time.perf_counter() - t_start
+        return {"recipe": self.recipe["name"], "steps": self.step, "out": str(self.out_dir), "seconds": seconds, **last}
+
+
+def train(recipe, out_dir, *, steps=None, device="cpu", seed=None, resume=False, progress=True, dataset=None) -> dict:
+    """``diffkit train``: build the recipe and train it into ``out_dir``."""
+    return Trainer(recipe, out_dir, steps=steps, device=device, seed=seed, resume=resume, progress=progress, dataset=dataset).fit()
