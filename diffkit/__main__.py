@@ -1,0 +1,5 @@
+import sys
+
+from diffkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""The ``diffkit`` command line. A contract: commands, options and exit codes are kept stable.
+
+Errors end the command with exit status 2 (bad input) or 1 (failure) and one line naming the
+problem and the fix; ``--debug`` shows the traceback as well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffkit", description="Diffusion generative models across modalities: train, sample, evaluate, benchmark.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("plugins", help="list every discovered component with its distribution and status")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    s = sub.add_parser("train", help="train a recipe (a registered name or a TOML file)")
+    s.add_argument("recipe", help="registered recipe name (see 'diffkit plugins') or path to a TOML recipe")
+    s.add_argument("--out", default=None, help="run directory to write (default runs/RECIPE)")
+    s.add_argument("--steps", type=int, default=None, help="training steps (overrides the recipe)")
+    s.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    s.add_argument("--seed", type=int, default=None, help="random seed (overrides the recipe)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="draw samples from a trained run directory")
+    s.add_argument("run_dir", help="directory written by 'diffkit train'")
+    s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
+    s.add_argument("--sampler", default=None, help="sampler name (ancestral, ddim, euler, heun, dpmpp-2m, dpmpp-3m, langevin, pc)")
+    s.add_argument("--steps", type=int, default=None, help="number of noise levels")
+    s.add_argument("--schedule", default=None, choices=["uniform", "logsnr", "karras"], help="time-step schedule")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = conditional only)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default=None, help="output directory (default RUN_DIR/samples)")
+    s.add_argument("--no-metrics", action="store_true", help="skip the recipe's metrics")
+    s.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("wheelhouse", help="build the core and every plugin into one folder of wheels")
+    s.add_argument("--out", default="wheelhouse", help="folder for the wheels")
+
+    s = sub.add_parser("bench", help="run the cross-modality benchmark protocol")
+    s.add_argument("--tier", default="quick", choices=["quick", "standard", "full"])
+    s.add_argument("--task", action="append", default=None, help="task name (repeatable; default: every installed task)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default="bench-out")
+    s.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("eval", help="score a file or folder of samples against a task's reference set")
+    s.add_argument("samples", help="samples in the modality's natural format")
+    s.add_argument("--task", required=True, help="task (recipe) whose reference set and metrics to use")
+    s.add_argument("--reference", default=None, help="reference samples instead of the task's test split")
+    s.add_argument("--json", dest="json_out", default=None, help="write the figures to this JSON file")
+
+    s = sub.add_parser("new-plugin", help="scaffold a separately installable modality plugin")
+    s.add_argument("name", help="plugin name, e.g. pointcloud (distribution diffkit-NAME)")
+    s.add_argument("--dir", default=".", help="parent folder for the new distribution")
+    return p
+
+
+def _cmd_plugins(args) -> int:
+    from diffkit.registry import components
+
+    comps = components(check=True)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in comps], indent=2))
+        return 0
+    rows = [("KIND", "NAME", "DISTRIBUTION", "VERSION", "STATUS")]
+    for c in comps:
+        status = c.status if c.status == "ok" else f"{c.status}: {c.error}"
+        rows.append((c.to_dict()["kind"], c.name, c.distribution, c.version, status))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    broken = [c for c in comps if c.status != "ok"]
+    if broken:
+        print(f"\n{len(broken)} component(s) could not be loaded; the others work.", file=sys.stderr)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from diffkit.training.trainer import train
+
+    name = Path(args.recipe).stem if args.recipe.endswith(".toml") else args.recipe
+    out = args.out or str(Path("runs") / name)
+    summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary))
+    print(f"wrote {out}/model.safetensors, {out}/config.json, {out}/log.jsonl", file=sys.stderr)
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    from diffkit.pipeline import sample_run
+
+    summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed, out=args.out,
+                         device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=args.schedule)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_wheelhouse(args) -> int:
+    from diffkit.packaging import build_wheelhouse
+
+    paths = build_wheelhouse(args.out)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from diffkit.bench import run_bench
+
+    report = run_bench(tier=args.tier, tasks=args.task, device=args.device, out=args.out, progress=not args.quiet)
+    print(json.dumps({"out": args.out, "tasks": list(report.get("tasks", {}))}))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from diffkit.evaluator import evaluate_path
+
+    result = evaluate_path(args.task, args.samples, reference=args.reference)
+    text = json.dumps(result, indent=2)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_new_plugin(args) -> int:
+    from diffkit.scaffold import new_plugin
+
+    path = new_plugin(args.name, args.dir)
+    print(f"created {path}; next: pip install -e {path} && pytest {path}")
+    return 0
+
+
+COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "sample": _cmd_sample, "wheelhouse": _cmd_wheelhouse, "bench": _cmd_bench, "eval": _cmd_eval, "new-plugin": _cmd_new_plugin}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from diffkit import __version__
+
+        print(f"diffkit {__version__}")
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("diffkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI turns every failure into one line
+        if args.debug:
+            raise
+        kind = 2 if isinstance(exc, (ValueError, LookupError, FileNotFoundError, FileExistsError)) else 1
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"diffkit {args.command}: error: {message}", file=sys.stderr)
+        if kind == 1:
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return kind
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
