@@ -183,7 +183,7 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     generator = torch.Generator().manual_seed(int(seed))
     if run.num_classes and labels is None:
         labels = torch.arange(n) % run.num_classes
-    items, nfe_total, t0 = [], 0, time.perf_counter()
+    items, nfe, evaluations, t0 = [], 0, 0, time.perf_counter()
     bar = _progress(n, "sampling", progress)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
@@ -192,12 +192,13 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
         counted = _CountingDenoiser(fn)
         template = run.space.template(b, run.stats, generator).to(device)
         out = run_sampler(counted, template, sampler=sampler, steps=steps, schedule=schedule, generator=generator, **opts)
-        nfe_total = counted.calls
+        nfe, evaluations = counted.calls, evaluations + counted.calls
         items.extend(run.space.decode(out))
         bar.update(b)
     bar.close()
     seconds = time.perf_counter() - t0
-    timing = {"sampler": sampler, "steps": steps, "nfe": nfe_total, "seconds": seconds, "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance}
+    timing = {"sampler": sampler, "steps": steps, "nfe": nfe, "evaluations": evaluations, "seconds": seconds, "seconds_per_evaluation": seconds / max(evaluations, 1),
+              "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance}
     return items, (None if labels is None else labels.tolist()), timing
 
 

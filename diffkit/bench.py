@@ -1,0 +1,245 @@
+"""``diffkit bench``: one protocol over every installed modality.
+
+A task is a registered recipe that carries a ``[bench]`` table. For each task and tier the protocol
+trains with the tier's fixed budget and seed, samples with every applicable sampler at each NFE of
+the tier (plus the ancestral sampler at full length), scores the samples with the task's metrics and
+times everything: training items/s, samples/s, seconds per network evaluation, peak memory.
+
+Output in ``--out``: ``report.json`` (every figure, the machine, versions, seed, tier), ``report.md``
+(tables), one PNG per task of its primary metric against NFE per sampler, and the samples themselves
+in their natural form. ``report.json`` is rewritten after each task, so an interrupted run resumes
+without redoing finished tasks.
+
+A recipe's bench table::
+
+    [bench]
+    primary = "sliced_wasserstein"      # the metric plotted against NFE (lower is better unless higher_is_better)
+    higher_is_better = false
+    samplers = ["ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m"]
+    ancestral_steps = 1000
+    [bench.quick]                        # per-tier overrides
+    train = { steps = 300 }
+    n = 500
+    nfe = [10]
+    ancestral_steps = 100
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from diffkit import __version__
+from diffkit.training.checkpoint import atomic_write_json
+
+TIERS = ("quick", "standard", "full")
+DEFAULT_NFE = {"quick": [10], "standard": [10, 20, 50], "full": [10, 20, 50]}
+DEFAULT_SAMPLERS = ["ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m"]
+
+
+def discover_tasks() -> dict[str, dict]:
+    """Every registered recipe with a ``[bench]`` table, by task name; broken recipes are skipped and reported."""
+    from diffkit.pipeline import load_recipe
+    from diffkit.registry import RegistryError, names
+
+    tasks, broken = {}, {}
+    for name in names("recipes"):
+        try:
+            recipe = load_recipe(name)
+        except (RegistryError, ValueError) as exc:
+            broken[name] = str(exc)
+            continue
+        if "bench" in recipe:
+            tasks[recipe["bench"].get("task", name)] = recipe
+    if broken:
+        for name, err in broken.items():
+            print(f"diffkit bench: skipping recipe {name!r}: {err}", file=sys.stderr)
+    return tasks
+
+
+def tier_recipe(recipe: dict, tier: str) -> tuple[dict, dict]:
+    """Apply a tier's overrides; returns the recipe to train and the sampling plan."""
+    import copy
+
+    recipe = copy.deepcopy(recipe)
+    bench = recipe["bench"]
+    over = bench.get(tier, {})
+    for section in ("train", "sample", "data", "model"):
+        if section in over:
+            if section == "data" and "options" in over[section]:
+                recipe["data"].setdefault("options", {}).update(over[section]["options"])
+            else:
+                recipe[section].update(over[section])
+    plan = {
+        "n": int(over.get("n", bench.get("n", recipe["sample"]["n"]))),
+        "nfe": list(over.get("nfe", bench.get("nfe", DEFAULT_NFE[tier]))),
+        "samplers": list(over.get("samplers", bench.get("samplers", DEFAULT_SAMPLERS))),
+        "ancestral_steps": int(over.get("ancestral_steps", bench.get("ancestral_steps", 1000))),
+        "primary": bench.get("primary"),
+        "higher_is_better": bool(bench.get("higher_is_better", False)),
+        "guidance": over.get("guidance", bench.get("guidance", recipe["sample"].get("guidance"))),
+        "options": bench.get("options", {}),
+    }
+    return recipe, plan
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": sys.version.split()[0], "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "diffkit": __version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu", progress: bool = True, seed: int = 0) -> dict:
+    from diffkit.pipeline import evaluate, generate, load_run, read_log
+    from diffkit.samplers import SAMPLERS, steps_for_nfe
+    from diffkit.training.trainer import train
+
+    recipe, plan = tier_recipe(recipe, tier)
+    recipe["seed"] = seed
+    task_dir = out / "tasks" / name
+    run_dir = task_dir / "run"
+    t0 = time.perf_counter()
+    if (run_dir / "config.json").exists():
+        cfg = json.loads((run_dir / "config.json").read_text())
+        if cfg.get("step", 0) < recipe["train"]["steps"]:
+            train(recipe, run_dir, device=device, resume=True, progress=progress)
+    else:
+        train(recipe, run_dir, device=device, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    log = [r for r in read_log(run_dir) if "items_per_second" in r]
+    throughput = sum(r["items_per_second"] for r in log) / max(len(log), 1)
+    run = load_run(run_dir, device=device)
+    reference_data = None
+    rows = []
+    jobs = [(s, nfe) for s in plan["samplers"] if s in SAMPLERS for nfe in plan["nfe"]]
+    jobs.append(("ancestral", plan["ancestral_steps"]))
+    for sampler, nfe in jobs:
+        fn = SAMPLERS[sampler]
+        opts = plan["options"].get(sampler, {})
+        steps = nfe if sampler == "ancestral" else steps_for_nfe(fn, nfe, **opts)
+        if progress:
+            print(f"[bench {tier}] {name}: {sampler} at NFE {fn.nfe(steps, **opts)}", file=sys.stderr, flush=True)
+        if device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        items, labels, timing = generate(run, plan["n"], sampler=sampler, steps=steps, guidance=plan["guidance"], seed=seed, device=device, options=opts)
+        sample_dir = task_dir / "samples" / f"{sampler}-nfe{timing['nfe']}"
+        if reference_data is None and recipe.get("eval", {}).get("metrics"):
+            from diffkit.pipeline import load_dataset
+
+            reference_data = load_dataset(recipe, recipe.get("eval", {}).get("reference", "test"))
+        metrics = evaluate(run, items, labels, out_dir=sample_dir, reference_data=reference_data) if reference_data is not None else {}
+        write_kwargs = {"labels": labels}
+        run.space.write(items[: min(len(items), 64)], sample_dir, **write_kwargs)
+        nfe_per_sample = timing["nfe"]
+        rows.append({
+            "sampler": sampler, "steps": steps, "nfe": nfe_per_sample, "n": plan["n"], "seconds": timing["seconds"],
+            "samples_per_second": timing["samples_per_second"], "seconds_per_nfe": timing["seconds_per_evaluation"],
+            "peak_memory_mb": _peak_memory_mb(device), "metrics": {k: v for k, v in metrics.items() if k != "errors"}, "metric_errors": metrics.get("errors", {}),
+        })
+    primary = plan["primary"] or _first_metric(rows)
+    plot = _plot_task(name, rows, primary, task_dir / f"{name}-{primary}-vs-nfe.png") if primary else None
+    return {"task": name, "recipe": recipe["name"], "tier": tier, "train": {"steps": recipe["train"]["steps"], "batch_size": recipe["train"]["batch_size"],
+            "seconds": train_seconds, "items_per_second": throughput}, "primary": primary, "higher_is_better": plan["higher_is_better"],
+            "rows": rows, "plot": None if plot is None else str(plot), "samples_dir": str(task_dir / "samples")}
+
+
+def _first_metric(rows: list[dict]) -> str | None:
+    for row in rows:
+        for key, value in row["metrics"].items():
+            if isinstance(value, float):
+                return key
+    return None
+
+
+def _plot_task(name: str, rows: list[dict], metric: str, path: Path) -> Path | None:
+    from diffkit.plotting import curves_png
+
+    series = {}
+    for row in rows:
+        value = row["metrics"].get(metric)
+        if isinstance(value, float) and math.isfinite(value):
+            series.setdefault(row["sampler"], ([], []))
+            series[row["sampler"]][0].append(row["nfe"])
+            series[row["sampler"]][1].append(value)
+    if not series:
+        return None
+    positive = all(v > 0 for _, ys in series.values() for v in ys)
+    return curves_png(series, path, "network evaluations (NFE)", metric, title=f"{name}: {metric} against NFE", logy=positive)
+
+
+def render_markdown(report: dict) -> str:
+    lines = [f"# diffkit bench: tier {report['tier']}", "", f"- date: {report['date']}", f"- machine: {report['machine']['processor']}, {report['machine']['cpus']} CPUs"
+             + (f", {report['machine']['gpu']}" if "gpu" in report["machine"] else ""), f"- torch {report['machine']['torch']}, diffkit {report['machine']['diffkit']}, seed {report['seed']}", ""]
+    for name, task in report["tasks"].items():
+        if "error" in task:
+            lines += [f"## {name}", "", f"failed: {task['error']}", ""]
+            continue
+        tr = task["train"]
+        lines += [f"## {name}", "", f"training: {tr['steps']} steps of {tr['batch_size']} in {tr['seconds']:.1f} s ({tr['items_per_second']:.0f} items/s)", ""]
+        keys = sorted({k for r in task["rows"] for k, v in r["metrics"].items() if isinstance(v, (int, float))})
+        best = {}
+        for k in keys:
+            vals = [r["metrics"].get(k) for r in task["rows"] if isinstance(r["metrics"].get(k), (int, float))]
+            if vals and k == task["primary"]:
+                best[k] = max(vals) if task["higher_is_better"] else min(vals)
+        lines.append("| sampler | NFE | " + " | ".join(keys) + " | samples/s | s per NFE |")
+        lines.append("|---|---:|" + "---:|" * len(keys) + "---:|---:|")
+        for r in task["rows"]:
+            cells = []
+            for k in keys:
+                v = r["metrics"].get(k)
+                text = "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+                if k in best and v == best[k]:
+                    text = f"**{text}**"
+                cells.append(text)
+            lines.append(f"| {r['sampler']} | {r['nfe']} | " + " | ".join(cells) + f" | {r['samples_per_second']:.1f} | {r['seconds_per_nfe']:.4f} |")
+        if task.get("plot"):
+            lines += ["", f"![{name}]({Path(task['plot']).relative_to(report['out']) if task['plot'].startswith(report['out']) else task['plot']})"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_bench(tier: str = "quick", tasks: list[str] | None = None, device: str = "cpu", out: str | Path = "bench-out", progress: bool = True, seed: int = 0) -> dict:
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; use one of {TIERS}")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    available = discover_tasks()
+    chosen = tasks or sorted(available)
+    unknown = [t for t in chosen if t not in available]
+    if unknown:
+        raise ValueError(f"unknown bench task(s) {unknown}; installed tasks: {sorted(available)}")
+    path = out / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    if report.get("tier") != tier or report.get("seed") != seed:
+        report = {"tier": tier, "seed": seed, "tasks": {}}
+    report.update({"date": time.strftime("%Y-%m-%d"), "machine": machine(), "out": str(out), "device": device})
+    for name in chosen:
+        if name in report["tasks"] and "error" not in report["tasks"][name]:
+            if progress:
+                print(f"[bench {tier}] {name}: done in an earlier run, kept", file=sys.stderr)
+            continue
+        try:
+            report["tasks"][name] = run_task(name, available[name], tier, out, device, progress, seed)
+        except Exception as exc:  # noqa: BLE001 - one failing task is reported, the others run
+            report["tasks"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+        atomic_write_json(path, report)
+        (out / "report.md").write_text(render_markdown(report))
+    atomic_write_json(path, report)
+    (out / "report.md").write_text(render_markdown(report))
+    return report

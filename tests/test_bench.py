@@ -1,0 +1,55 @@
+import json
+import math
+
+import pytest
+
+from diffkit import registry
+from diffkit.bench import discover_tasks, run_bench
+from diffkit.pipeline import load_recipe
+
+
+@pytest.fixture
+def tiny_task():
+    recipe = load_recipe("gmm")
+    recipe["name"] = "tiny-bench"
+    recipe["data"]["options"] = {"name": "ring8", "n": 1000}
+    recipe["model"]["options"] = {"hidden": 32, "depth": 1}
+    recipe["bench"] = {"primary": "sliced_wasserstein", "samplers": ["ddim", "dpmpp-2m"], "quick": {"train": {"steps": 30, "batch_size": 64}, "n": 200, "nfe": [5, 10], "ancestral_steps": 20}}
+    registry.register("recipes", "tiny-bench", lambda: recipe)
+    yield "tiny-bench"
+    registry.unregister("recipes", "tiny-bench")
+
+
+def test_gmm_is_a_bench_task_and_its_quick_copy_is_not():
+    tasks = discover_tasks()
+    assert "gmm" in tasks and "gmm-quick" not in tasks
+
+
+def test_quick_bench_report_structure_and_finite_figures(tiny_task, tmp_path):
+    report = run_bench("quick", [tiny_task], out=tmp_path, progress=False)
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["tier"] == "quick" and on_disk["seed"] == 0 and "machine" in on_disk
+    task = on_disk["tasks"][tiny_task]
+    assert "error" not in task, task
+    assert task["train"]["items_per_second"] > 0
+    rows = task["rows"]
+    assert [(r["sampler"], r["nfe"]) for r in rows] == [("ddim", 5), ("ddim", 10), ("dpmpp-2m", 5), ("dpmpp-2m", 10), ("ancestral", 20)]
+    for r in rows:
+        for key in ("seconds", "samples_per_second", "seconds_per_nfe", "peak_memory_mb"):
+            assert math.isfinite(r[key]) and r[key] > 0
+        assert math.isfinite(r["metrics"]["sliced_wasserstein"])
+    assert (tmp_path / "report.md").read_text().count("| ddim |") == 2
+    assert (tmp_path / "tasks" / tiny_task / f"{tiny_task}-sliced_wasserstein-vs-nfe.png").exists()
+    assert report["tasks"][tiny_task]["rows"] == rows
+
+
+def test_interrupted_bench_resumes_without_redoing_tasks(tiny_task, tmp_path):
+    run_bench("quick", [tiny_task], out=tmp_path, progress=False)
+    stamp = (tmp_path / "tasks" / tiny_task / "run" / "model.safetensors").stat().st_mtime_ns
+    run_bench("quick", [tiny_task], out=tmp_path, progress=False)
+    assert (tmp_path / "tasks" / tiny_task / "run" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_unknown_task_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="installed tasks"):
+        run_bench("quick", ["no-such-task"], out=tmp_path, progress=False)
