@@ -84,6 +84,18 @@ class AudioSequence(Space):
             paths.append(path)
         return paths
 
+    def read(self, path: Path) -> tuple[list, list[dict]]:
+        """Clips from a WAV file or a folder of WAV files (16-bit PCM); a clip at another rate or length is a failure."""
+        path = Path(path)
+        files = sorted(path.glob("*.wav")) if path.is_dir() else [path]
+        items, failures = [], []
+        for f in files:
+            try:
+                items.append(self.validate(read_wav(f)))
+            except (SpaceError, OSError, EOFError, wave.Error) as exc:
+                failures.append({"item": f.name, "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+        return items, failures
+
     def template(self, batch_size: int, stats=None, generator=None) -> State:
         return State({self.field_name: torch.zeros(int(batch_size), self.channels, self.length)})
 

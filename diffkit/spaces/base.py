@@ -72,6 +72,13 @@ class Space:
         """Write decoded elements under directory ``out`` in the modality's natural form."""
         raise NotImplementedError
 
+    def read(self, path: Path) -> tuple[list, list[dict]]:
+        """Read samples written in the modality's natural form (a file or a folder).
+
+        Returns ``(elements, failures)``; each failure is ``{"item": name, "reason": text}``: a bad
+        sample is counted and reported, never fatal."""
+        raise NotImplementedError(f"space {self.name!r} cannot read sample files; its plugin should implement Space.read")
+
     # --- data statistics and sampling templates -----------------------------------------
     def fit(self, items: Sequence[Any]) -> dict:
         """JSON-serialisable statistics of training elements that sampling needs later (graph sizes,

@@ -90,6 +90,29 @@ class ContinuousCube(Space):
         paths = [image_grid_png(unit, out / f"{name}.png", labels=labels)]
         return paths
 
+    def read(self, path: Path) -> tuple[list, list[dict]]:
+        """Images from a PNG file or a folder of PNG files (sorted by name); 8-bit values become [0, 1]."""
+        import matplotlib.image as mpimg
+
+        path = Path(path)
+        files = sorted(path.glob("*.png")) if path.is_dir() else [path]
+        items, failures = [], []
+        for f in files:
+            try:
+                arr = torch.from_numpy(mpimg.imread(str(f)).copy()).float()
+                if arr.dim() == 2:
+                    arr = arr[None]
+                else:
+                    arr = arr.permute(2, 0, 1)
+                    if self.shape[0] == 1:
+                        arr = arr[:3].mean(0, keepdim=True)
+                    elif self.shape[0] == 3:
+                        arr = arr[:3]
+                items.append(self.validate(self.low + arr * (self.high - self.low)))
+            except (SpaceError, OSError, ValueError, SyntaxError) as exc:
+                failures.append({"item": f.name, "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+        return items, failures
+
     def template(self, batch_size: int, stats=None, generator=None) -> State:
         return State({self.field_name: torch.zeros(int(batch_size), *self.shape)})
 

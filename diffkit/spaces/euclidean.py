@@ -48,6 +48,40 @@ class EuclideanSpace(Space):
             paths.append(scatter_png(xs, out / "samples.png", reference=reference, title=title))
         return paths
 
+    def read(self, path: Path) -> tuple[list, list[dict]]:
+        """Vectors from ``.safetensors`` (tensor ``x``), ``.npy``, or text (one vector per line)."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            rows = load_file(str(path))["x"]
+        elif path.suffix == ".npy":
+            import numpy as np
+
+            rows = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            rows, names, failures = [], [], []
+            for i, line in enumerate(path.read_text().splitlines()):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(torch.tensor([float(v) for v in line.replace(",", " ").split()]))
+                    names.append(f"line {i + 1}")
+                except ValueError:
+                    failures.append({"item": f"line {i + 1}", "reason": "not numbers"})
+            items, more = self._validate_all(rows, names)
+            return items, failures + more
+        return self._validate_all(list(rows), [f"row {i}" for i in range(len(rows))])
+
+    def _validate_all(self, rows, names):
+        items, failures = [], []
+        for name, row in zip(names, rows):
+            try:
+                items.append(self.validate(row))
+            except SpaceError as exc:
+                failures.append({"item": name, "reason": str(exc)})
+        return items, failures
+
     def template(self, batch_size: int, stats=None, generator=None) -> State:
         return State(x=torch.zeros(int(batch_size), self.dim))
 

@@ -161,6 +161,19 @@ class MolecularGraph(Space):
             "frequencies": {"atoms": (atom_counts / atom_counts.sum().clamp_min(1)).tolist(), "bonds": (bond_counts / bond_counts.sum().clamp_min(1)).tolist()},
         }
 
+    def read(self, path: Path) -> tuple[list, list[dict]]:
+        """Graphs from the JSON list that :meth:`write` produces (or ``graphs.json`` inside a folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "graphs.json"
+        items, failures = [], []
+        for i, row in enumerate(json.loads(path.read_text())):
+            try:
+                items.append(self.validate({k: (v if k == "atoms" else torch.tensor(v)) for k, v in row.items()}))
+            except (SpaceError, TypeError, ValueError) as exc:
+                failures.append({"item": f"graph {i}", "reason": str(exc).splitlines()[0]})
+        return items, failures
+
     def template(self, batch_size: int, stats=None, generator=None, sizes=None) -> State:
         """Zeros for ``batch_size`` graphs whose sizes are ``sizes`` or drawn from ``stats["sizes"]``."""
         if sizes is None:
