@@ -13,13 +13,15 @@ from pathlib import Path
 def source_root() -> Path:
     """The source checkout this diffkit was installed from (editable installs only)."""
     root = Path(__file__).resolve().parent.parent
-    if not (root / "setup.cfg").exists() or not (root / "plugins").is_dir():
+    if not (root / "setup.cfg").exists():
         raise FileNotFoundError(f"no diffkit source checkout at {root}; run 'diffkit wheelhouse' from an editable install (pip install -e .)")
     return root
 
 
 def plugin_dirs(root: Path | None = None) -> list[Path]:
     root = root or source_root()
+    if not (root / "plugins").is_dir():
+        return []
     return sorted(p for p in (root / "plugins").iterdir() if (p / "setup.cfg").exists() or (p / "pyproject.toml").exists())
 
 

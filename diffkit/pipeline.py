@@ -227,8 +227,9 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
     split = reference or run.recipe.get("eval", {}).get("reference", "test")
     ref_dataset = reference_data if reference_data is not None else load_dataset(run.recipe, split)
     ref_items, ref_labels = split_items(ref_dataset)
+    train = run.dataset if run.dataset is not None else load_dataset(run.recipe, "train")  # novelty needs the training set
     ctx = EvalContext(generated=items, reference=[run.space.validate(x) for x in ref_items], labels=labels, reference_labels=ref_labels,
-                      train=run.dataset, space=run.space, out_dir=out_dir)
+                      train=train, space=run.space, out_dir=out_dir)
     options = run.recipe.get("eval", {}).get("options", {})
     return run_metrics(names, ctx, options)
 

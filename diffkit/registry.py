@@ -19,7 +19,7 @@ SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", 
 KNOWN_PROVIDERS = {
     "image": ("unet", "digits", "digits-quick", "image-folder", "digits-frechet", "digits-accuracy"),
     "audio": ("diffwave", "spoken-digits", "spoken-digits-quick", "audio-folder"),
-    "molecule": ("qm9", "qm9-quick", "smiles-file", "graph-transformer", "molecule"),
+    "molecule": ("qm9", "qm9-quick", "qm9-onehot", "qm9-onehot-quick", "smiles-file", "graph-transformer", "molecule", "molecule-onehot", "fcd"),
 }
 
 

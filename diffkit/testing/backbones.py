@@ -101,6 +101,13 @@ def check_backbone(factory_or_module, space: Space, diffusion: Diffusion, *, exa
             _check_outputs(ck, forward(model, xt, t, torch.full((B,), -1)), xt, diffusion, space)
     checked.append("outputs")
 
+    # determinism of eval-mode forward passes (checked first: a random forward breaks every comparison below)
+    with ck.step("determinism", "a second forward pass"):
+        out2 = forward(model, xt, t)
+    for k in diffusion.processes:
+        diff = max_abs_diff(out2[k], out[k])
+        ck.require(diff == 0.0, "determinism", f"two eval-mode forward passes differ by {diff:.3g} in output {k!r}; draw no random numbers in eval mode")
+
     # batch independence
     with ck.step("batch-independence", "forward on the first example alone"):
         single = forward(model, xt.index(slice(0, 1)), t[:1], None if cond is None else cond[:1])
@@ -152,7 +159,7 @@ def check_backbone(factory_or_module, space: Space, diffusion: Diffusion, *, exa
     with ck.step("gradients", "diffusion_loss(...).backward()"):
         loss, _ = diffusion_loss(denoiser, x0, torch.Generator().manual_seed(seed), cond=cond)
         loss.backward()
-    ck.require(bool(torch.isfinite(loss)), "gradients", f"the diffusion loss is {float(loss)}; outputs must be finite")
+    ck.require(bool(torch.isfinite(loss)), "gradients", f"the diffusion loss is {float(loss.detach())}; outputs must be finite")
     params = [p for p in model.parameters() if p.requires_grad]
     grads = [p.grad for p in params if p.grad is not None]
     ck.require(params and grads, "gradients", "no parameter received a gradient; the outputs must depend on trainable parameters")
@@ -183,12 +190,7 @@ def check_backbone(factory_or_module, space: Space, diffusion: Diffusion, *, exa
         ck.require(diff == 0.0, "checkpoint", f"output {k!r} differs by {diff:.3g} after a safetensors state_dict round trip; keep every tensor that shapes the output in parameters or persistent buffers")
     checked.append("checkpoint")
 
-    # determinism
-    with ck.step("determinism", "a second forward pass"):
-        out2 = forward(model, xt, t)
-    for k in diffusion.processes:
-        diff = max_abs_diff(out2[k], out[k])
-        ck.require(diff == 0.0, "determinism", f"two eval-mode forward passes differ by {diff:.3g} in output {k!r}; draw no random numbers in eval mode")
+    # determinism of the weights
     if not is_module:
         again = build(seed).eval()
         sd1, sd2 = model.state_dict(), again.state_dict()

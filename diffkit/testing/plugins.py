@@ -176,7 +176,7 @@ def _check_space_component(distribution: str, name: str) -> list[str]:
             continue
         if isinstance(getattr(dataset, "space", None), cls):
             elements, _ = _first_items(dataset, 8)
-            return ["fields"] + check_space(dataset.space, elements, registered_name=name)
+            return check_space(dataset.space, elements, registered_name=name)
     return ["fields"]  # no dataset of this distribution uses it: call check_space(space, examples) in your own tests
 
 

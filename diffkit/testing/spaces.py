@@ -31,7 +31,8 @@ def check_space(space: Space, examples: Sequence[Any], *, bad_examples: Sequence
     - ``[decode-any]``: decoding an arbitrary State of the template's shapes (what a sampler may return)
       gives valid elements (decode clamps, rounds or takes the argmax).
     - ``[template]``: ``fit`` returns JSON; ``template(B, stats)`` returns zeros with the fields' shapes.
-    - ``[config]``: ``config()`` is JSON and ``type(space)(**config)`` rebuilds a space with the same config.
+    - ``[config]``: ``config()`` is JSON and ``type(space)(**config)`` rebuilds a space with the same config
+      that encodes the examples identically.
     - ``[determinism]``: ``collate(train=True)`` is identical under the same seeded generator.
     - ``[bad-input]``: invalid elements raise SpaceError with a one-line message (no other exception type).
     - ``[write]``: ``write`` returns a list of paths that exist.
@@ -115,6 +116,9 @@ def check_space(space: Space, examples: Sequence[Any], *, bad_examples: Sequence
     with ck.step("config", f"{type(space).__name__}(**config())"):
         rebuilt = type(space)(**config)
     ck.require(json_roundtrip(rebuilt.config()) == config, "config", f"{type(space).__name__}(**config()) has config {rebuilt.config()}, not {config}; config() must give every constructor argument")
+    with ck.step("config", "collate(examples) with the rebuilt space"):
+        rebuilt_state = rebuilt.collate(examples)
+    _compare_states(ck, "config", state, rebuilt_state, 1e-6, "the space rebuilt from config() encodes field {field} differently (by {diff:.3g}); config() must give every constructor argument")
     checked.append("config")
 
     # --- determinism of the training transform -----------------------------------------------------------
