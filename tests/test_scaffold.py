@@ -2,6 +2,7 @@
 samples and passes its own conformance tests unchanged (the slow end-to-end test)."""
 import ast
 import json
+import math
 import os
 import subprocess
 import sys
@@ -59,9 +60,8 @@ def test_unknown_placeholder_is_an_error():
 @pytest.mark.slow
 def test_scaffolded_plugin_installs_trains_samples_and_passes_its_tests(tmp_path):
     """Scaffold, install into a fresh venv (--system-site-packages, so torch and this diffkit are visible),
-    then `diffkit plugins`, `diffkit train NAME-quick --steps 20`, `diffkit sample` and the plugin's own pytest.
-
-    TODO(lead): add `diffkit bench --tier quick --task demo-e2e-quick` here once bench tasks are wired to recipes."""
+    then `diffkit plugins`, `diffkit train NAME-quick --steps 20`, `diffkit sample`, `diffkit bench --tier quick --task NAME`
+    and the plugin's own pytest."""
     root = new_plugin("demo-e2e", tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
@@ -84,5 +84,11 @@ def test_scaffolded_plugin_installs_trains_samples_and_passes_its_tests(tmp_path
     sampled = json.loads(run("-m", "diffkit", "sample", str(tmp_path / "run"), "--n", "64", "--steps", "5", "--quiet").stdout)
     assert sampled["n"] == 64 and all(Path(p).exists() for p in sampled["files"])
     assert "moments_error" in sampled["metrics"]
+    run("-m", "diffkit", "bench", "--tier", "quick", "--task", "demo-e2e", "--out", str(tmp_path / "bench"), "--quiet")
+    report = json.loads((tmp_path / "bench" / "report.json").read_text())
+    task = report["tasks"]["demo-e2e"]
+    assert "error" not in task, task
+    assert {r["sampler"] for r in task["rows"]} == {"ddim", "heun", "dpmpp-2m", "ancestral"}
+    assert all(math.isfinite(r["metrics"]["moments_error"]) for r in task["rows"])
     tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(root), cwd=root)
     assert " passed" in tests.stdout and "failed" not in tests.stdout
