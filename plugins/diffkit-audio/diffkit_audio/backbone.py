@@ -1,0 +1,152 @@
+"""DiffWave (Kong et al. 2021): a non-causal WaveNet-style denoiser for raw waveforms.
+
+Layout, for an input ``x`` of ``C×T`` samples::
+
+    h_0 = ReLU(W_in x)                                              (1×1 conv, C -> R channels)
+    e   = MLP(timestep_embedding(t)) [+ ClassEmbedding(cond)]        (diffusion-step / class embedding)
+    for layer i = 0..L-1, dilation d_i = 2^(i mod cycle):
+        y       = DilatedConv_{k=3, d_i}(h_i + W_e,i e) [+ W_m,i upsample(mel)]   (R -> 2R channels)
+        z       = tanh(y_a) * sigmoid(y_b)                           (gated activation, y = [y_a; y_b])
+        r, s    = split(W_o,i z)                                      (1×1 conv, R -> 2R)
+        h_{i+1} = (h_i + r) / sqrt(2);   skip += s
+    out = W_out ReLU(W_skip (skip / sqrt(L)))                        (W_out starts at zero)
+
+Receptive field: ``1 + (k - 1) * sum_i d_i`` samples (``DiffWave.receptive_field``).
+
+Mel conditioning (a vocoder): built with ``n_mels > 0`` the model reads ``state["mel"]`` (B×n_mels×F
+log-mel frames, ``F = T / hop``, as computed by :func:`mel_spectrogram`), upsamples it to the sample
+rate with transposed 2-D convolutions whose strides multiply to ``hop``, and adds a 1×1 projection of it
+inside every residual layer. Class conditioning: ``cond`` (B) labels, ``-1`` the null label.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from diffkit.backbones import ClassEmbedding, timestep_embedding
+
+
+def mel_spectrogram(wave: torch.Tensor, sample_rate: int, n_mels: int = 40, hop: int = 64, n_fft: int | None = None) -> torch.Tensor:
+    """Log-mel frames ``log(max(M |STFT(x)|^2, 1e-5))`` of a mono ``B×1×T`` (or ``B×T``) batch: ``B×n_mels×(T/hop)``
+    (torchaudio MelSpectrogram, Hann window ``n_fft = 4 hop``, centred frames; the last frame is dropped
+    so that frames × hop = T)."""
+    import torchaudio
+
+    x = wave[:, 0] if wave.dim() == 3 else wave
+    n_fft = int(n_fft or 4 * hop)
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=2.0).to(x.device)(x.float())
+    return torch.log(mel.clamp(min=1e-5))[..., : x.shape[-1] // hop]
+
+
+def _factors(hop: int) -> list[int]:
+    """Split ``hop`` into upsampling strides of at most 16 (largest first)."""
+    out, rest = [], int(hop)
+    while rest > 1:
+        f = next(d for d in range(min(16, rest), 0, -1) if rest % d == 0)
+        if f == 1:
+            raise ValueError(f"diffwave: mel hop {hop} has a prime factor above 16; use a hop such as 64, 128 or 256")
+        out.append(f)
+        rest //= f
+    return out
+
+
+class MelUpsampler(nn.Module):
+    """Transposed 2-D convolutions over (mel bin, frame) with time strides multiplying to ``hop``."""
+
+    def __init__(self, hop: int):
+        super().__init__()
+        self.hop = int(hop)
+        self.layers = nn.ModuleList(nn.ConvTranspose2d(1, 1, (3, 2 * f), stride=(1, f), padding=(1, f // 2)) for f in _factors(hop))
+
+    def forward(self, mel: torch.Tensor, length: int) -> torch.Tensor:
+        x = mel.unsqueeze(1)
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.4)
+        x = x.squeeze(1)
+        if x.shape[-1] >= length:
+            return x[..., :length]
+        return F.pad(x, (0, length - x.shape[-1]))
+
+
+class ResidualLayer(nn.Module):
+    def __init__(self, channels: int, dilation: int, embed_dim: int, n_mels: int):
+        super().__init__()
+        self.dilated = nn.Conv1d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
+        self.step = nn.Linear(embed_dim, channels)
+        self.mel = nn.Conv1d(n_mels, 2 * channels, 1) if n_mels else None
+        self.out = nn.Conv1d(channels, 2 * channels, 1)
+
+    def forward(self, h, emb, mel=None):
+        y = self.dilated(h + self.step(emb)[:, :, None])
+        if self.mel is not None:
+            y = y + self.mel(mel)
+        a, b = y.chunk(2, dim=1)
+        r, s = self.out(torch.tanh(a) * torch.sigmoid(b)).chunk(2, dim=1)
+        return (h + r) / math.sqrt(2.0), s
+
+
+class DiffWave(nn.Module):
+    """The DiffWave denoiser on one waveform field (see the module docstring for the equations)."""
+
+    def __init__(self, field: str = "wave", channels: int = 1, residual_channels: int = 64, layers: int = 20, cycle: int = 10,
+                 num_classes: int = 0, n_mels: int = 0, hop: int = 64, time_dim: int = 128, embed_dim: int = 512):
+        super().__init__()
+        if layers < 1 or cycle < 1 or residual_channels < 1:
+            raise ValueError(f"diffwave: layers, cycle and residual_channels must be positive, got {layers}, {cycle}, {residual_channels}")
+        self.field, self.time_dim, self.n_mels, self.hop = field, int(time_dim), int(n_mels), int(hop)
+        self.dilations = [2 ** (i % cycle) for i in range(layers)]
+        self.inp = nn.Conv1d(channels, residual_channels, 1)
+        self.time = nn.Sequential(nn.Linear(time_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim), nn.SiLU())
+        self.classes = ClassEmbedding(num_classes, embed_dim) if num_classes else None
+        self.upsampler = MelUpsampler(hop) if n_mels else None
+        self.layers = nn.ModuleList(ResidualLayer(residual_channels, d, embed_dim, n_mels) for d in self.dilations)
+        self.skip = nn.Conv1d(residual_channels, residual_channels, 1)
+        self.final = nn.Conv1d(residual_channels, channels, 1)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of input that one output sample sees: ``1 + 2 * sum(dilations)`` (kernel 3)."""
+        return 1 + 2 * sum(self.dilations)
+
+    def forward(self, state, t: torch.Tensor, cond: torch.Tensor | None = None) -> dict:
+        x = state[self.field]
+        B, _, T = x.shape
+        emb = self.time(timestep_embedding(t.to(x.device), self.time_dim).to(x.dtype))
+        if self.classes is not None:
+            emb = emb + self.classes(cond, B, x.device)
+        mel = None
+        if self.upsampler is not None:
+            if "mel" not in state:
+                raise KeyError(f"diffwave was built with mel conditioning (n_mels={self.n_mels}) but the state has no 'mel' field; "
+                               f"pass state['mel'] = diffkit_audio.mel_spectrogram(wave, rate, n_mels={self.n_mels}, hop={self.hop})")
+            m = state["mel"].to(x.dtype)
+            if m.dim() != 3 or m.shape[1] != self.n_mels:
+                raise ValueError(f"diffwave: state['mel'] must be B×{self.n_mels}×frames, got {tuple(m.shape)}")
+            mel = self.upsampler(m, T)
+        h = F.relu(self.inp(x))
+        skip = torch.zeros_like(h)
+        for layer in self.layers:
+            h, s = layer(h, emb, mel)
+            skip = skip + s
+        out = self.final(F.relu(self.skip(skip / math.sqrt(len(self.layers)))))
+        return {self.field: out}
+
+
+def build_diffwave(space, diffusion, *, num_classes: int = 0, residual_channels: int = 64, layers: int = 20, cycle: int = 10,
+                   n_mels: int = 0, hop: int = 64, time_dim: int = 128, embed_dim: int = 512) -> DiffWave:
+    """Registered backbone ``diffwave`` for spaces with one continuous ``C×T`` field (``audio``, ``audio-sequence``).
+
+    Options: ``residual_channels`` (R), ``layers`` (L), ``cycle`` (dilations ``2^(i mod cycle)``),
+    ``n_mels``/``hop`` (mel conditioning from ``state["mel"]``; 0 = off), ``time_dim``, ``embed_dim``."""
+    fields = [f for f in space.fields if f.kind == "continuous"]
+    if len(fields) != 1:
+        raise ValueError(f"diffwave models one continuous waveform field; space {space.name!r} has {[f.name for f in space.fields]}; use an audio space")
+    shape = space.template(1)[fields[0].name].shape
+    if len(shape) != 3:
+        raise ValueError(f"diffwave needs a field of shape (channels, samples); space {space.name!r} gives {tuple(shape[1:])}")
+    return DiffWave(fields[0].name, int(shape[1]), int(residual_channels), int(layers), int(cycle), int(num_classes), int(n_mels), int(hop), int(time_dim), int(embed_dim))

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from diffkit_audio.backbone import DiffWave, build_diffwave, mel_spectrogram
+from diffkit_audio.space import AudioSpace
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    opts = dict(residual_channels=8, layers=6, cycle=3, time_dim=16, embed_dim=32)
+    opts.update(kw)
+    return DiffWave(**opts).eval()
+
+
+def test_shapes_and_zero_initial_output():
+    m = small(channels=2)
+    x = torch.randn(3, 2, 500)
+    out = m({"wave": x}, torch.rand(3))
+    assert set(out) == {"wave"} and out["wave"].shape == x.shape
+    assert torch.count_nonzero(out["wave"]) == 0  # the output projection starts at zero (DiffWave's init)
+
+
+def test_receptive_field_is_exact():
+    m = small().double()  # float64: edge taps contribute ~1e-8, below float32 resolution of the output
+    torch.nn.init.normal_(m.final.weight)  # make the output depend on the input
+    assert m.dilations == [1, 2, 4, 1, 2, 4]
+    half = sum(m.dilations)
+    assert m.receptive_field == 1 + 2 * half == 29
+    t = torch.tensor([0.3], dtype=torch.float64)
+    p = 100
+    seen = torch.zeros(200, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):  # a ReLU can silence one path on one input; the union over inputs shows the full field
+        x = torch.randn(1, 1, 200, generator=g, dtype=torch.float64)
+        y = x.clone()
+        y[0, 0, p] += 1.0
+        with torch.no_grad():
+            diff = (m({"wave": y}, t)["wave"] - m({"wave": x}, t)["wave"]).abs()[0, 0]
+        seen |= diff > 0  # outputs outside the receptive field are bit-identical
+    changed = seen.nonzero().flatten()
+    assert int(changed.min()) == p - half and int(changed.max()) == p + half
+
+
+def test_class_conditioning_and_null_label():
+    m = small(num_classes=10)
+    torch.nn.init.normal_(m.final.weight)
+    x, t = torch.randn(2, 1, 256), torch.rand(2)
+    with torch.no_grad():
+        a = m({"wave": x}, t, torch.tensor([3, 3]))["wave"]
+        b = m({"wave": x}, t, torch.tensor([7, 7]))["wave"]
+        null = m({"wave": x}, t, torch.tensor([-1, -1]))["wave"]
+        none = m({"wave": x}, t, None)["wave"]
+    assert (a - b).abs().max() > 1e-4
+    assert torch.equal(null, none)
+
+
+def test_time_embedding_changes_output():
+    m = small()
+    torch.nn.init.normal_(m.final.weight)
+    x = torch.randn(1, 1, 128)
+    with torch.no_grad():
+        assert (m({"wave": x}, torch.tensor([0.1]))["wave"] - m({"wave": x}, torch.tensor([0.9]))["wave"]).abs().max() > 1e-4
+
+
+def test_mel_conditioning_as_vocoder():
+    m = small(n_mels=20, hop=64)
+    torch.nn.init.normal_(m.final.weight)
+    wave = torch.rand(2, 1, 1024) * 2 - 1
+    mel = mel_spectrogram(wave, 8000, n_mels=20, hop=64)
+    assert mel.shape == (2, 20, 16)
+    x, t = torch.randn(2, 1, 1024), torch.rand(2)
+    with torch.no_grad():
+        a = m({"wave": x, "mel": mel}, t)["wave"]
+        b = m({"wave": x, "mel": mel.flip(-1)}, t)["wave"]
+    assert a.shape == x.shape and (a - b).abs().max() > 1e-5
+    with pytest.raises(KeyError, match="state\\['mel'\\]"):
+        m({"wave": x}, t)
+
+
+def test_factory_reads_the_space():
+    space = AudioSpace(channels=1, length=300, sample_rate=8000)
+    m = build_diffwave(space, None, num_classes=10, residual_channels=8, layers=4, cycle=2)
+    assert m.inp.in_channels == 1 and m.classes.num_classes == 10 and len(m.layers) == 4
+    with pytest.raises(ValueError, match="hop"):
+        DiffWave(n_mels=10, hop=17 * 2)

@@ -1,0 +1,85 @@
+import math
+
+import pytest
+import torch
+
+from diffkit.evaluation import EvalContext
+from diffkit.testing import check_metric
+from diffkit_audio.metrics import (digit_classifier, inception_score, mrstft_distance, mrstft_metric, spoken_digits_accuracy,
+                                   spoken_digits_frechet, spoken_digits_is)
+
+
+@pytest.fixture(scope="module")
+def real(digits_test):
+    items = [digits_test[i][0] for i in range(len(digits_test))]
+    labels = [digits_test[i][1] for i in range(len(digits_test))]
+    return items, labels, digits_test.space
+
+
+def ctx_of(generated, labels, real):
+    items, ref_labels, space = real
+    return EvalContext(generated=generated, reference=items, labels=labels, reference_labels=ref_labels, space=space)
+
+
+def test_classifier_is_cached_as_safetensors_and_json(real, audio_cache):
+    model = digit_classifier(8000, 4096)
+    files = sorted(p.name for p in (audio_cache / "spoken-digits-classifier").iterdir())
+    assert any(f.endswith(".safetensors") for f in files) and any(f.endswith(".json") for f in files)
+    assert model.info["val_accuracy"] > 0.85
+
+
+def test_accuracy_of_real_clips_is_high_and_of_wrong_labels_low(real):
+    items, labels, _ = real
+    right = spoken_digits_accuracy(ctx_of(items, labels, real))
+    wrong = spoken_digits_accuracy(ctx_of(items, [(y + 1) % 10 for y in labels], real))
+    assert right["spoken_digits_accuracy"] >= 0.85 and right["spoken_digits_reference_accuracy"] == right["spoken_digits_accuracy"]
+    assert wrong["spoken_digits_accuracy"] <= 0.15
+    with pytest.raises(ValueError, match="num_classes"):
+        spoken_digits_accuracy(ctx_of(items, None, real))
+
+
+def test_frechet_of_a_set_against_itself_is_zero_and_noise_is_far(real):
+    items, labels, _ = real
+    same = spoken_digits_frechet(ctx_of(items, labels, real))
+    assert same["spoken_digits_fd"] < 1e-6
+    g = torch.Generator().manual_seed(0)
+    noise = [(0.5 * torch.rand(1, 4096, generator=g) - 0.25) for _ in range(50)]
+    far = spoken_digits_frechet(ctx_of(noise, None, real))
+    assert far["spoken_digits_fd"] > 5 * same["spoken_digits_fd_floor"] > 0
+
+
+def test_inception_score_known_answers(real):
+    uniform = torch.zeros(20, 10)
+    assert abs(inception_score(uniform) - 1.0) < 1e-9  # p(y|x) = p(y): KL 0
+    confident = torch.full((20, 10), -1e4)
+    confident[torch.arange(20), torch.arange(20) % 10] = 0.0
+    assert abs(inception_score(confident) - 10.0) < 1e-4  # one-hot, balanced: exp(log 10)
+    items, labels, _ = real
+    scores = spoken_digits_is(ctx_of(items, labels, real))
+    one_digit = [x for x, y in zip(items, labels) if y == 3]
+    assert scores["spoken_digits_is"] > 6.0
+    assert spoken_digits_is(ctx_of(one_digit, None, real))["spoken_digits_is"] < 2.0
+
+
+def test_mrstft_known_answers(real):
+    items, _, _ = real
+    assert mrstft_distance(items, items) == 0.0
+    assert mrstft_distance(items, items, paired=True) == 0.0
+    doubled = [2 * x for x in items]
+    # unpaired: S_g = 2 S_r, so spectral convergence |2 - 1| = 1 and log-magnitude |log 2|, at every resolution
+    assert abs(mrstft_distance(doubled, items) - (1 + math.log(2))) < 1e-3
+    shuffled = items[1:] + items[:1]
+    assert mrstft_distance(shuffled, items) < 1e-9 < mrstft_distance(shuffled, items, paired=True)
+    with pytest.raises(ValueError, match="paired"):
+        mrstft_distance(items[:3], items[:4], paired=True)
+    out = mrstft_metric(ctx_of(items, None, real))
+    assert out["mrstft_distance"] == 0.0 and out["mrstft_distance_floor"] > 0
+
+
+def test_metrics_keep_the_metric_contract(real):
+    items, labels, _ = real
+    g = torch.Generator().manual_seed(1)
+    generated = [x * 0.5 + 0.01 * torch.randn(1, 4096, generator=g) for x in items[:40]]
+    ctx = ctx_of(generated, labels[:40], real)
+    for metric in (spoken_digits_frechet, spoken_digits_is, spoken_digits_accuracy, mrstft_metric):
+        assert "output" in check_metric(metric, ctx)
