@@ -10,7 +10,7 @@ for plugin in plugins/*/; do
     args+=(-e "$plugin")
   fi
 done
-echo "== installing diffkit and ${#args[@]} editable distributions (torch comes from the local wheel cache when present)"
+echo "== installing $(( ${#args[@]} / 2 )) editable distributions (diffkit and its plugins) (torch comes from the local wheel cache when present)"
 "$PY" -m pip install --progress-bar off -q --disable-pip-version-check "${args[@]}"
 "$PY" -m diffkit plugins >/dev/null
 echo "== installed: $("$PY" -m diffkit --version)"
