@@ -140,11 +140,15 @@ def draw_grid(mols: list, statuses: list[str], path: Path, per_row: int = 8, siz
     for m, status in zip(mols, statuses):
         try:
             prepared = Draw.rdMolDraw2D.PrepareMolForDrawing(m, kekulize=False)
+            Draw.MolToImage(prepared, size=(size, size))  # depiction can fail on odd graphs (coincident atoms)
         except Exception:  # noqa: BLE001 - an undrawable (invalid) molecule gets an empty cell
-            prepared = chem.Chem.Mol()
+            prepared, status = chem.Chem.Mol(), f"{status} (undrawable)"
         drawable.append(prepared)
         legends.append(status)
-    image = Draw.MolsToGridImage(drawable, molsPerRow=per_row, subImgSize=(size, size), legends=legends)
+    try:
+        image = Draw.MolsToGridImage(drawable, molsPerRow=per_row, subImgSize=(size, size), legends=legends)
+    except Exception:  # noqa: BLE001 - the SMILES file is the result; the picture is a convenience
+        return None
     path = Path(path)
     if hasattr(image, "save"):
         image.save(str(path))
