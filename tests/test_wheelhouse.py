@@ -16,8 +16,20 @@ from diffkit.packaging import build_wheelhouse, plugin_dirs
 
 pytestmark = pytest.mark.slow
 
+OUTSIDE_CHECKOUT = Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+def _isolated_env(**extra):
+    """The environment for the fresh venv's commands: no PYTHONPATH leaking the checkout in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(extra)
+    return env
+
 
 def _run(cmd, **kw):
+    # run outside the checkout, or ``python -c "import diffkit"`` finds ./diffkit through sys.path[0]
+    kw.setdefault("cwd", OUTSIDE_CHECKOUT)
+    kw.setdefault("env", _isolated_env())
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, **kw)
     assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res
@@ -56,12 +68,15 @@ def test_fresh_venv_installs_diffkit_molecule_from_the_wheelhouse(molecule_env):
     installed = {p["name"].lower(): p["version"] for p in json.loads(freeze)}
     assert installed.get("diffkit") == "0.1.0" and installed.get("diffkit-molecule") == "0.1.0"
     where = _run([str(py), "-c", "import diffkit, diffkit_molecule; print(diffkit.__file__); print(diffkit_molecule.__file__)"]).stdout
-    assert "site-packages" in where and "/work/" not in where.replace(str(py.parent.parent), "")
+    env_root = str(py.parent.parent)
+    paths = where.split()
+    assert len(paths) == 2 and all(p.startswith(env_root) and "site-packages" in p for p in paths), (
+        f"diffkit was imported from outside the fresh venv {env_root}: {paths}")
 
 
 def test_molecule_toolkit_works_in_the_fresh_venv(molecule_env, tmp_path):
     py = molecule_env
-    env = {**os.environ, "DIFFKIT_CACHE": str(tmp_path / "cache")}
+    env = _isolated_env(DIFFKIT_CACHE=str(tmp_path / "cache"))
     rows = json.loads(_run([str(py), "-m", "diffkit", "plugins", "--json"], env=env).stdout)
     molecule = [r for r in rows if r["distribution"] == "diffkit-molecule"]
     assert molecule and all(r["status"] == "ok" for r in molecule), molecule
