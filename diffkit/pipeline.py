@@ -228,8 +228,11 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
     ref_dataset = reference_data if reference_data is not None else load_dataset(run.recipe, split)
     ref_items, ref_labels = split_items(ref_dataset)
     train = run.dataset if run.dataset is not None else load_dataset(run.recipe, "train")  # novelty needs the training set
+    # model-based metrics (bits per dimension) read the denoiser; their results are kept per run in "memo",
+    # since they do not depend on the sampler that drew ``items``
+    extras = {"denoiser": run.denoiser, "num_classes": run.num_classes, "memo": run.extra.setdefault("metric_memo", {})}
     ctx = EvalContext(generated=items, reference=[run.space.validate(x) for x in ref_items], labels=labels, reference_labels=ref_labels,
-                      train=train, space=run.space, out_dir=out_dir)
+                      train=train, space=run.space, out_dir=out_dir, extras=extras)
     options = run.recipe.get("eval", {}).get("options", {})
     return run_metrics(names, ctx, options)
 

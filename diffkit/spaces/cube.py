@@ -57,6 +57,11 @@ class ContinuousCube(Space):
             )
         return x.clamp(self.low, self.high)
 
+    @property
+    def bin_width(self) -> float | None:
+        """The width of one dequantisation bin in the encoded coordinates (``[-1, 1]``): ``2 / levels``."""
+        return None if self.levels is None or not self.dequantize else 2.0 / self.levels
+
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.low) / (self.high - self.low)
 
