@@ -15,6 +15,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffkit", description="Diffusion generative models across modalities: train, sample, evaluate, benchmark.")
     p.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads torch may use (default: torch's choice, usually one per core)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("plugins", help="list every discovered component with its distribution and status")
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("recipe", help="registered recipe name (see 'diffkit plugins') or path to a TOML recipe")
     s.add_argument("--out", default=None, help="run directory to write (default runs/RECIPE)")
     s.add_argument("--steps", type=int, default=None, help="training steps (overrides the recipe)")
+    s.add_argument("--minutes", type=float, default=None, help="wall-clock budget: stop (checkpointed) at the first step past it")
     s.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     s.add_argument("--seed", type=int, default=None, help="random seed (overrides the recipe)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -89,7 +91,8 @@ def _cmd_train(args) -> int:
 
     name = Path(args.recipe).stem if args.recipe.endswith(".toml") else args.recipe
     out = args.out or str(Path("runs") / name)
-    summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet)
+    summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet,
+                    max_minutes=args.minutes)
     print(json.dumps(summary))
     print(f"wrote {out}/model.safetensors, {out}/config.json, {out}/log.jsonl", file=sys.stderr)
     return 0
@@ -154,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"diffkit: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -56,6 +56,16 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after resuming"
 
 
+def test_time_budget_stops_early_with_a_checkpoint_and_a_log_entry(tmp_path):
+    summary = train(small_recipe(steps=10_000_000), tmp_path / "run", progress=False, max_minutes=0.02)  # 1.2 s
+    assert 0 < summary["steps"] < 10_000_000
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["step"] == summary["steps"], "the last step is checkpointed"
+    assert any(r.get("event") == "time budget" for r in read_log(tmp_path / "run"))
+    with pytest.raises(ValueError, match="max_minutes"):
+        train(small_recipe(), tmp_path / "other", progress=False, max_minutes=0)
+
+
 def test_existing_run_needs_resume(tmp_path):
     train(small_recipe(steps=2), tmp_path / "run", progress=False)
     with pytest.raises(FileExistsError, match="--resume"):

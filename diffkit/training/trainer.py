@@ -60,12 +60,16 @@ def learning_rate(step: int, cfg: dict) -> float:
 
 class Trainer:
     def __init__(self, recipe, out_dir: str | Path, *, steps: int | None = None, device: str = "cpu", seed: int | None = None,
-                 resume: bool = False, progress: bool = True, dataset=None):
+                 resume: bool = False, progress: bool = True, dataset=None, max_minutes: float | None = None):
         self.recipe = load_recipe(recipe)
         if seed is not None:
             self.recipe["seed"] = int(seed)
         if steps is not None:
             self.recipe["train"]["steps"] = int(steps)
+        if max_minutes is not None:
+            if not float(max_minutes) > 0:
+                raise ValueError(f"max_minutes must be a positive number of minutes, got {max_minutes}")
+            self.recipe["train"]["max_minutes"] = float(max_minutes)
         self.cfg = self.recipe["train"]
         self.out_dir = Path(out_dir)
         self.device = device
@@ -188,7 +192,11 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, desc=f"train {self.recipe['name']}", disable=not self.progress or self.rank != 0, dynamic_ncols=True)
         t_last, step_last, t_start = time.perf_counter(), self.step, time.perf_counter()
         last = {}
+        budget = float(self.cfg["max_minutes"]) * 60.0 if self.cfg.get("max_minutes") else math.inf
         while self.step < total:
+            if time.perf_counter() - t_start >= budget:  # the wall-clock budget of this call, checked between steps
+                self._log({"step": self.step, "event": "time budget", "minutes": budget / 60.0})
+                break
             rng_state = self.generator.get_state()
             idx = torch.randint(N, (B,), generator=self.generator).to(self.data.device)
             x0 = self.space.train_transform(self.data.index(idx), self.generator)
@@ -227,6 +235,9 @@ class Trainer:
         return {"recipe": self.recipe["name"], "steps": self.step, "out": str(self.out_dir), "seconds": seconds, **last}
 
 
-def train(recipe, out_dir, *, steps=None, device="cpu", seed=None, resume=False, progress=True, dataset=None) -> dict:
-    """``diffkit train``: build the recipe and train it into ``out_dir``."""
-    return Trainer(recipe, out_dir, steps=steps, device=device, seed=seed, resume=resume, progress=progress, dataset=dataset).fit()
+def train(recipe, out_dir, *, steps=None, device="cpu", seed=None, resume=False, progress=True, dataset=None, max_minutes=None) -> dict:
+    """``diffkit train``: build the recipe and train it into ``out_dir``; with ``max_minutes`` (or the
+    recipe's ``train.max_minutes``) training stops at the first step boundary past that wall-clock
+    budget, checkpointed (the learning-rate schedule still refers to ``steps``)."""
+    return Trainer(recipe, out_dir, steps=steps, device=device, seed=seed, resume=resume, progress=progress, dataset=dataset,
+                   max_minutes=max_minutes).fit()
