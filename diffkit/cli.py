@@ -11,7 +11,19 @@ import sys
 from pathlib import Path
 
 
-def _parser() -> argparse.ArgumentParser:
+def _eval_epilog() -> str:
+    import textwrap
+
+    from diffkit.evaluator import definitions_markdown
+
+    body = definitions_markdown().split("\n", 4)[-1]  # without the page's title and intro
+    out = []
+    for line in body.splitlines():
+        out.extend(textwrap.wrap(line, 100, subsequent_indent="    ") or [""])
+    return "metric definitions (every installed metric):\n\n" + "\n".join(out)
+
+
+def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffkit", description="Diffusion generative models across modalities: train, sample, evaluate, benchmark.")
     p.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -54,9 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="bench-out")
     s.add_argument("--quiet", action="store_true")
 
-    s = sub.add_parser("eval", help="score a file or folder of samples against a task's reference set")
-    s.add_argument("samples", help="samples in the modality's natural format")
-    s.add_argument("--task", required=True, help="task (recipe) whose reference set and metrics to use")
+    s = sub.add_parser("eval", help="score a file or folder of samples against a task's reference set",
+                       epilog=_eval_epilog() if with_definitions else "the metric definitions: diffkit eval --help", formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("samples", nargs="?", help="samples in the modality's natural format (a SMILES file, a folder of PNGs or of WAVs)")
+    s.add_argument("--definitions", action="store_true", help="print every installed metric's definition as markdown and exit")
+    s.add_argument("--task", default=None, help="task (recipe) whose reference set and metrics to use")
     s.add_argument("--reference", default=None, help="reference samples instead of the task's test split")
     s.add_argument("--json", dest="json_out", default=None, help="write the figures to this JSON file")
 
@@ -125,8 +139,13 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from diffkit.evaluator import evaluate_path
+    from diffkit.evaluator import definitions_markdown, evaluate_path
 
+    if args.definitions:
+        print(definitions_markdown())
+        return 0
+    if not args.task or not args.samples:
+        raise ValueError("diffkit eval needs SAMPLES and --task NAME (a recipe with an [eval] table, see 'diffkit plugins'); or --definitions")
     result = evaluate_path(args.task, args.samples, reference=args.reference)
     text = json.dumps(result, indent=2)
     if args.json_out:
@@ -147,7 +166,9 @@ COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "sample": _cmd_sample,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the metric definitions load every metric's plugin, so only 'diffkit eval --help' builds them
+    parser = _parser(with_definitions="eval" in argv and ("-h" in argv or "--help" in argv))
     args = parser.parse_args(argv)
     if args.version:
         from diffkit import __version__

@@ -29,6 +29,24 @@ def metric_definitions(names) -> dict:
     return out
 
 
+def definitions_markdown(first_party_only: bool = False) -> str:
+    """Every installed metric's figures and their definitions as markdown (``diffkit eval --definitions``):
+    the single source for ``docs/metrics.md`` and ``diffkit eval --help``."""
+    from diffkit.registry import discover
+
+    comps = sorted((c for (kind, _), c in discover().items() if kind == "metrics"), key=lambda c: (c.distribution != "diffkit", c.distribution, c.name))
+    if first_party_only:
+        comps = [c for c in comps if c.distribution == "diffkit" or c.distribution.startswith("diffkit-")]
+    lines = ["# Metric definitions", "", "Generated from the metrics' docstrings by `diffkit eval --definitions`; `diffkit eval --help` prints the same text.", ""]
+    current = None
+    for c in comps:
+        if c.distribution != current:
+            current = c.distribution
+            lines += [f"## {current}", ""]
+        lines += [f"- **{c.name}**: {metric_definitions([c.name])[c.name]}", ""]
+    return "\n".join(lines)
+
+
 def evaluate_path(task: str, samples: str | Path, reference: str | Path | None = None) -> dict:
     recipe = load_recipe(task)
     names = recipe.get("eval", {}).get("metrics", [])

@@ -35,3 +35,20 @@ def test_eval_cli_writes_json(tmp_path):
     assert json.loads(out.read_text())["n_read"] == 500
     res = subprocess.run([sys.executable, "-m", "diffkit", "eval", "--task", "gmm", str(tmp_path / "missing.txt")], capture_output=True, text=True)
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_every_first_party_metric_is_defined_in_the_docs_and_in_help():
+    """The definitions are written once (the metric's docstring) and shown in docs/metrics.md and --help."""
+    from pathlib import Path
+
+    from diffkit.evaluator import definitions_markdown, metric_definitions
+    from diffkit.registry import discover
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    ours = [c.name for (kind, _), c in discover().items() if kind == "metrics" and (c.distribution == "diffkit" or c.distribution.startswith("diffkit-"))]
+    assert "sliced-wasserstein" in ours and "bits-per-dim" in ours
+    stale = [name for name in ours if f"- **{name}**: {metric_definitions([name])[name]}" not in docs]
+    assert not stale, f"docs/metrics.md is out of date for {stale}; regenerate it with: diffkit eval --definitions > docs/metrics.md"
+    assert definitions_markdown().startswith("# Metric definitions")
+    res = subprocess.run([sys.executable, "-m", "diffkit", "eval", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "sliced_wasserstein_floor" in res.stdout and "bits_per_dim" in res.stdout

@@ -208,8 +208,12 @@ def mrstft_distance(generated, reference, *, paired: bool = False, resolutions=R
 
 
 def mrstft_metric(ctx, paired: bool = False) -> dict:
-    """``mrstft_distance`` between generated and reference clips (see :func:`mrstft_distance`); ``mrstft_distance_floor``:
-    the unpaired distance between the two halves of the reference set."""
+    """``mrstft_distance``: multi-resolution STFT distance between generated and reference clips, averaged over
+    Hann-window resolutions ``(n_fft, hop)`` of ``RESOLUTIONS``: spectral convergence ``|| S_g - S_r ||_2 / || S_r ||_2``
+    plus log-magnitude L1 ``mean |log(S_g + 1e-5) - log(S_r + 1e-5)|`` between the sets' long-term average magnitude
+    spectra ``S(f) = mean over clips and frames of |X(f, t)|`` (with ``paired = true``, the same terms clip against
+    clip on the full spectrograms, averaged over pairs); ``mrstft_distance_floor``: the unpaired distance between
+    the two halves of the reference set."""
     ref = list(ctx.reference)
     half = len(ref) // 2
     out = {"mrstft_distance": mrstft_distance(ctx.generated, ref[: len(ctx.generated)] if paired else ref, paired=paired)}
