@@ -6,7 +6,7 @@ import pytest
 from diffkit.pipeline import load_recipe, sample_run
 from diffkit.training.trainer import train
 
-RECIPES = ["qm9", "qm9-quick", "qm9-onehot", "qm9-onehot-quick"]
+RECIPES = ["qm9", "qm9-quick", "qm9-cpu", "qm9-onehot", "qm9-onehot-quick"]
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -26,6 +26,11 @@ def qm9_quick() -> dict:
     return _finish(read_packaged("diffkit_molecule.recipes", "qm9_quick.toml"))
 
 
+def qm9_cpu() -> dict:
+    """QM9 within one hour of training on 2 CPU cores (``train.max_minutes = 60``)."""
+    return _finish(read_packaged("diffkit_molecule.recipes", "qm9_cpu.toml"))
+
+
 def qm9_onehot() -> dict:
     return _finish(read_packaged("diffkit_molecule.recipes", "qm9_onehot.toml"))
 
