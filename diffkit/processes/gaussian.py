@@ -65,6 +65,18 @@ class GaussianProcess:
         t = _t(t)
         return 2.0 * (self.log_alpha(t) - self.log_sigma(t))
 
+    def coefficients(self, t: float) -> tuple[float, float]:
+        """``(alpha_t, sigma_t)`` as Python floats for one time; remembered per ``t``, since a process
+        does not change once built (samplers ask for the same few times at every step)."""
+        cache = self.__dict__.setdefault("_coefficients", {})
+        found = cache.get(t)
+        if found is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            tt = torch.tensor(float(t), dtype=torch.float64)
+            found = cache[t] = (float(self.alpha(tt)), float(self.sigma(tt)))
+        return found
+
     # --- the SDE view -------------------------------------------------------------------
     def sde_coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
         """``(f(t), g(t)^2)`` of ``dx = f x dt + g dw``, by automatic differentiation of the schedule."""
@@ -247,16 +259,16 @@ class EDM(GaussianProcess):
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "rho": self.rho, "p_mean": self.p_mean, "p_std": self.p_std, "sigma_data": self.sigma_data}
 
 
-class ZeroCoMGaussian(GaussianProcess):
-    """A Gaussian process restricted to the zero-centre-of-mass subspace (for 3-D positions; Hoogeboom
-    et al. 2022): noise and predictions are projected by ``x_i <- x_i - (1/n) sum_j x_j`` over the real
-    nodes, so that ``q(x_t | x_0)`` and the prior are translation-invariant. Schedule from ``base``."""
-
-    name = "zero-com-gaussian"
+class ConstrainedGaussian(GaussianProcess):
+    """A Gaussian process on a linear subspace: the schedule (``alpha_t``, ``sigma_t``, training times,
+    ``sigma_data``) is ``base``'s; subclasses say what the subspace is by overriding :meth:`project`
+    (and :meth:`noise` when a projection of white noise is not the right draw)."""
 
     def __init__(self, base: GaussianProcess | None = None):
         self.base = base if base is not None else VPCosine()
         self.t_min, self.t_max = self.base.t_min, self.base.t_max
+        if hasattr(self.base, "sigma_data"):
+            self.sigma_data = self.base.sigma_data
 
     def log_alpha(self, t):
         return self.base.log_alpha(t)
@@ -270,6 +282,17 @@ class ZeroCoMGaussian(GaussianProcess):
     def sample_t(self, n, generator=None):
         return self.base.sample_t(n, generator)
 
+    def config(self):
+        return {"base": self.base.name, **self.base.config()}
+
+
+class ZeroCoMGaussian(ConstrainedGaussian):
+    """A Gaussian process restricted to the zero-centre-of-mass subspace (for 3-D positions; Hoogeboom
+    et al. 2022): noise and predictions are projected by ``x_i <- x_i - (1/n) sum_j x_j`` over the real
+    nodes, so that ``q(x_t | x_0)`` and the prior are translation-invariant. Schedule from ``base``."""
+
+    name = "zero-com-gaussian"
+
     def project(self, x, mask=None):
         if mask is None:
             return x - x.mean(dim=1, keepdim=True)
@@ -277,9 +300,6 @@ class ZeroCoMGaussian(GaussianProcess):
         count = m.sum(dim=1, keepdim=True).clamp_min(1.0)
         centre = (x * m).sum(dim=1, keepdim=True) / count
         return (x - centre) * m
-
-    def config(self):
-        return {"base": self.base.name, **self.base.config()}
 
 
 def _zero_com_from_config(base: str = "vp-cosine", **kwargs) -> ZeroCoMGaussian:

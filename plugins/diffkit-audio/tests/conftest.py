@@ -3,20 +3,16 @@ import os
 import pytest
 import torch
 
+from diffkit.testing import private_cache
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def audio_cache(tmp_path_factory):
     """A private $DIFFKIT_CACHE for the plugin's tests (synthesised digits and the classifier go there)."""
-    old = os.environ.get("DIFFKIT_CACHE")
-    path = tmp_path_factory.mktemp("diffkit-cache")
-    os.environ["DIFFKIT_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DIFFKIT_CACHE", None)
-    else:
-        os.environ["DIFFKIT_CACHE"] = old
+    with private_cache(tmp_path_factory.mktemp("diffkit-cache")) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

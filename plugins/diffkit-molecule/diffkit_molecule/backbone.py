@@ -24,18 +24,11 @@ import math
 import torch
 from torch import nn
 
+from diffkit.backbones import timestep_embedding
+
 
 def _pair_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask[:, :, None] * mask[:, None, :]
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of ``1000·t`` (B) into ``dim`` channels."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = 1000.0 * t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    return nn.functional.pad(emb, (0, dim % 2))
 
 
 class GraphTransformerLayer(nn.Module):

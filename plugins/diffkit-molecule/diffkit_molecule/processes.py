@@ -10,29 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from diffkit.processes.gaussian import GAUSSIAN_PROCESSES, GaussianProcess
+from diffkit.processes.gaussian import GAUSSIAN_PROCESSES, ConstrainedGaussian, GaussianProcess
 
 
-class SymmetricGaussian(GaussianProcess):
+class SymmetricGaussian(ConstrainedGaussian):
+    """``base``'s schedule on the subspace of symmetric pair fields (``x_ij = x_ji``, zero where masked)."""
+
     name = "symmetric-gaussian"
-
-    def __init__(self, base: GaussianProcess):
-        self.base = base
-        self.t_min, self.t_max = base.t_min, base.t_max
-        if hasattr(base, "sigma_data"):
-            self.sigma_data = base.sigma_data
-
-    def log_alpha(self, t):
-        return self.base.log_alpha(t)
-
-    def log_sigma(self, t):
-        return self.base.log_sigma(t)
-
-    def t_from_log_snr(self, log_snr):
-        return self.base.t_from_log_snr(log_snr)
-
-    def sample_t(self, n, generator=None):
-        return self.base.sample_t(n, generator)
 
     def noise(self, like: torch.Tensor, generator=None, mask=None) -> torch.Tensor:
         z = torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
@@ -45,9 +29,6 @@ class SymmetricGaussian(GaussianProcess):
 
     def project(self, x: torch.Tensor, mask=None) -> torch.Tensor:
         return _masked(0.5 * (x + x.transpose(1, 2)), mask)
-
-    def config(self) -> dict:
-        return {"base": self.base.name, **self.base.config()}
 
 
 def _masked(x: torch.Tensor, mask):

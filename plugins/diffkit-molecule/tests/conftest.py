@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from diffkit.testing import private_cache
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 QM9_ROWS = 1500  # tests process only the first rows of QM9 (a few seconds)
@@ -11,14 +13,8 @@ QM9_ROWS = 1500  # tests process only the first rows of QM9 (a few seconds)
 @pytest.fixture(scope="session", autouse=True)
 def molecule_cache(tmp_path_factory):
     """A private $DIFFKIT_CACHE for the plugin's tests (processing and FCD statistics go there)."""
-    old = os.environ.get("DIFFKIT_CACHE")
-    path = tmp_path_factory.mktemp("diffkit-cache")
-    os.environ["DIFFKIT_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DIFFKIT_CACHE", None)
-    else:
-        os.environ["DIFFKIT_CACHE"] = old
+    with private_cache(tmp_path_factory.mktemp("diffkit-cache")) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")
