@@ -37,11 +37,22 @@ def _coef(proc, t: torch.Tensor, like: torch.Tensor):
     return broadcast_to(a, like), broadcast_to(s, like)
 
 
-def edm_coefficients(sigma_ve: torch.Tensor, sigma_data: float):
+def _one_time(t) -> float | None:
+    """``t`` as a Python float when it is one time for the whole batch (a number or a 0-d tensor), else None."""
+    if isinstance(t, (int, float)):
+        return float(t)
+    if isinstance(t, torch.Tensor) and t.dim() == 0:
+        return float(t)
+    return None
+
+
+def edm_coefficients(sigma_ve, sigma_data: float):
+    """``c_skip, c_out, c_in`` for a tensor of noise levels or a single float."""
     s2, sd2 = sigma_ve**2, sigma_data**2
+    root = (s2 + sd2) ** 0.5
     c_skip = sd2 / (s2 + sd2)
-    c_out = sigma_ve * sigma_data / torch.sqrt(s2 + sd2)
-    c_in = 1.0 / torch.sqrt(s2 + sd2)
+    c_out = sigma_ve * sigma_data / root
+    c_in = 1.0 / root
     return c_skip, c_out, c_in
 
 
@@ -92,11 +103,14 @@ class Denoiser(nn.Module):
         return out
 
     # --- conversions ------------------------------------------------------------------------
-    def x0_from_raw(self, name: str, raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def x0_from_raw(self, name: str, raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, coef: tuple[float, float] | None = None) -> torch.Tensor:
+        """``x0`` from the backbone's output; ``coef = (alpha, sigma)`` as floats when the batch shares one time."""
         proc = self.diffusion.processes[name]
-        a, s = _coef(proc, t, xt)
+        a, s = _coef(proc, t, xt) if coef is None else coef
         p = self.parameterization[name]
         if p == "eps":
+            if coef is not None:  # one fused pass: (x_t - s F) / a
+                return torch.add(xt, raw, alpha=-s).mul_(1.0 / a)
             return (xt - s * raw) / a
         if p == "x0":
             return raw
@@ -107,30 +121,34 @@ class Denoiser(nn.Module):
         c_skip, c_out, _ = edm_coefficients(s / a, self.sigma_data)
         return c_skip * xt / a + c_out * raw
 
-    def predict_raw_outputs(self, state_t: State, t: torch.Tensor, raw: Mapping[str, torch.Tensor]) -> State:
+    def predict_raw_outputs(self, state_t: State, t: torch.Tensor, raw: Mapping[str, torch.Tensor], t_one: float | None = None) -> State:
+        """Predictions from the backbone's outputs; ``t_one``: the batch's single time, if it has one."""
         out = State()
         for name, proc in self.diffusion.processes.items():
             mask = self.diffusion.mask_for(state_t, name)
             if proc.kind == "gaussian":
-                out[name] = proc.project(self.x0_from_raw(name, raw[name], state_t[name], t), mask)
+                coef = None if t_one is None else proc.coefficients(t_one)
+                out[name] = proc.project(self.x0_from_raw(name, raw[name], state_t[name], t, coef), mask)
             else:
                 out[name] = raw[name].float().log_softmax(-1)
         return out
 
     def forward(self, state_t: State, t, cond: torch.Tensor | None = None, guidance: float | None = None) -> State:
         B = state_t.batch_size
-        t = torch.as_tensor(t, dtype=torch.float64, device=state_t.device)
-        if t.dim() == 0:
-            t = t.expand(B)
+        t_one = _one_time(t)  # samplers call with one time per batch: coefficients are then plain floats
+        if t_one is not None:
+            t = torch.full((B,), t_one, dtype=torch.float64, device=state_t.device)
+        else:
+            t = torch.as_tensor(t, dtype=torch.float64, device=state_t.device)
         if cond is not None and guidance is not None and guidance != 1.0:
             both = State.cat([state_t, state_t])
             labels = torch.cat([cond, torch.full_like(cond, NULL_LABEL)])
             tt = torch.cat([t, t])
-            pred = self.predict_raw_outputs(both, tt, self.raw(both, tt, labels))
+            pred = self.predict_raw_outputs(both, tt, self.raw(both, tt, labels), t_one)
             c, u = pred.index(slice(0, B)), pred.index(slice(B, None))
             pred = State({k: u[k] + guidance * (c[k] - u[k]) for k in pred})
         else:
-            pred = self.predict_raw_outputs(state_t, t, self.raw(state_t, t, cond))
+            pred = self.predict_raw_outputs(state_t, t, self.raw(state_t, t, cond), t_one)
         for name in self.diffusion.categorical_fields:
             pred[name] = pred[name].softmax(-1)
         return pred

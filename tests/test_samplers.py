@@ -97,6 +97,25 @@ def test_every_parameterisation_gives_the_same_denoiser(param, gen):
         assert torch.allclose(a, b, atol=1e-8)
 
 
+@pytest.mark.parametrize("param", ["eps", "x0", "v", "score", "edm"])
+def test_one_time_for_the_batch_gives_the_per_example_prediction(param, gen):
+    """Samplers pass one time for the whole batch, and the Denoiser then uses plain-float coefficients;
+    the prediction must equal the one computed with a per-example time tensor."""
+    mix, proc = ring(8), (EDM() if param == "edm" else VPLinear())
+    diff = Diffusion({"x": proc})
+
+    class Raw(torch.nn.Module):  # any fixed function of (x, t): the conversion is what is tested
+        def forward(self, state, t, cond=None):
+            return {"x": torch.sin(3 * state["x"]) + t.reshape(-1, 1)}
+
+    den = Denoiser(Raw(), diff, param)
+    x = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    for t in (0.02, 0.5, 0.97):
+        one = den(State(x=x), t)["x"]
+        each = den(State(x=x), torch.full((32,), t, dtype=torch.float64))["x"]
+        assert torch.allclose(one, each, rtol=1e-10, atol=1e-10)
+
+
 def test_edm_preconditioning_round_trips_the_exact_denoiser(gen):
     """A backbone that outputs F = (x0 - c_skip x~)/c_out, given c_in x~ and c_noise, recovers x0 exactly."""
     from diffkit.denoiser import edm_coefficients
