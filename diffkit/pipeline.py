@@ -70,11 +70,19 @@ def load_recipe(recipe: str | Path | dict) -> dict:
 
 # --- building -------------------------------------------------------------------------------------
 def load_dataset(recipe: dict, split: str = "train"):
+    """The recipe's dataset for ``split``. ``[data] space = {...}`` rebuilds the dataset's space with those
+    keyword arguments over its ``config()`` (e.g. ``{ n_mels = 40 }`` asks the audio space for mel frames)."""
     data = recipe["data"]
     factory = load("datasets", data["dataset"])
     dataset = factory(split=split, **data.get("options", {}))
     if not isinstance(getattr(dataset, "space", None), Space):
         raise RecipeError(f"dataset {data['dataset']!r} has no .space (a diffkit Space); datasets must say what their elements are")
+    if data.get("space"):
+        space = dataset.space
+        try:
+            dataset.space = type(space)(**{**space.config(), **data["space"]})
+        except TypeError as exc:
+            raise RecipeError(f"[data] space = {data['space']} does not fit space {space.name!r} ({exc}); its options are {sorted(space.config())}") from None
     return dataset
 
 
@@ -83,13 +91,25 @@ def build_space(spec: dict) -> Space:
     return cls(**spec["config"])
 
 
+def conditioning_fields(space: Space) -> list[str]:
+    """The space's fields that are not diffused (``FieldSpec.diffused = False``): inputs the backbone reads."""
+    return [f.name for f in space.fields if not f.diffused]
+
+
 def build_diffusion(recipe: dict, space: Space, stats: dict) -> Diffusion:
+    """One process per diffused field of ``space`` from the recipe's ``[diffusion.<field>]`` tables
+    (conditioning fields get none: they travel through noising and sampling unchanged)."""
     processes, layouts = {}, {}
     table = recipe["diffusion"]
     unknown = set(table) - {f.name for f in space.fields}
     if unknown:
         raise RecipeError(f"[diffusion] names field(s) {sorted(unknown)} that space {space.name!r} does not have; its fields are {[f.name for f in space.fields]}")
+    fixed = sorted(set(table) & set(conditioning_fields(space)))
+    if fixed:
+        raise RecipeError(f"[diffusion] gives a process for conditioning field(s) {fixed} of space {space.name!r}, which are never noised; remove [diffusion.{fixed[0]}]")
     for f in space.fields:
+        if not f.diffused:
+            continue
         if f.name not in table:
             raise RecipeError(f"[diffusion] gives no process for field {f.name!r} of space {space.name!r}; add [diffusion.{f.name}] process = \"...\"")
         options = dict(table[f.name])
@@ -168,9 +188,28 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
 
 
 # --- sampling ---------------------------------------------------------------------------------------
+def reference_conditioning(run: Run, n: int, split: str | None = None) -> tuple[State, list | None, list]:
+    """Conditioning for ``n`` samples, taken from the first ``n`` elements of the recipe's reference split
+    (``[eval] reference``, default ``test``): the conditioning fields of their collated State, their labels
+    (or None) and the elements. Sample ``i`` is then conditioned on reference element ``i``, which is what
+    paired metrics (``mrstft`` with ``paired = true``) compare it with."""
+    split = split or run.recipe.get("eval", {}).get("reference", "test")
+    fields = conditioning_fields(run.space)
+    items, labels = split_items(load_dataset(run.recipe, split))
+    if n > len(items):
+        raise RecipeError(f"space {run.space.name!r} is conditioned on {fields} from split {split!r}, one sample per element, but n={n} exceeds its {len(items)} elements; lower n")
+    state = run.space.collate(items[:n])
+    return State({k: state[k] for k in fields}), (None if labels is None else labels[:n]), items[:n]
+
+
 def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None, schedule: str | None = None,
-             seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None) -> tuple[list, list | None, dict]:
-    """Draw ``n`` samples; returns decoded elements, their class labels (or None) and timing figures."""
+             seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None,
+             conditioning: State | None = None) -> tuple[list, list | None, dict]:
+    """Draw ``n`` samples; returns decoded elements, their class labels (or None) and timing figures.
+
+    A space with conditioning fields (``FieldSpec.diffused = False``) takes their values for sample ``i``
+    from row ``i`` of ``conditioning``; without it, from the reference split (:func:`reference_conditioning`),
+    whose labels are then returned as the samples' labels (and condition a class-conditional model)."""
     from diffkit.samplers import sample as run_sampler
 
     cfg = run.recipe["sample"]
@@ -181,16 +220,28 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     batch_size = int(batch_size or cfg.get("batch_size", 1000))
     opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
     generator = torch.Generator().manual_seed(int(seed))
+    fields = conditioning_fields(run.space)
+    if fields and conditioning is None:
+        conditioning, ref_labels, _ = reference_conditioning(run, n)
+        if labels is None and ref_labels is not None:
+            labels = torch.tensor(ref_labels)
+    if fields:
+        missing = [k for k in fields if k not in conditioning]
+        if missing or conditioning.batch_size < n:
+            raise ValueError(f"generate: conditioning must hold field(s) {fields} for {n} samples, got {list(conditioning)} for {conditioning.batch_size}; "
+                             f"pass reference_conditioning(run, n)[0] or leave conditioning=None")
     if run.num_classes and labels is None:
         labels = torch.arange(n) % run.num_classes
     items, nfe, evaluations, t0 = [], 0, 0, time.perf_counter()
     bar = _progress(n, "sampling", progress)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        cond = None if labels is None else labels[start:start + b].to(device)
+        cond = None if labels is None or not run.num_classes else labels[start:start + b].to(device)
         fn = guided(run.denoiser, cond, guidance)
         counted = _CountingDenoiser(fn)
         template = run.space.template(b, run.stats, generator).to(device)
+        for k in fields:
+            template[k] = conditioning[k][start:start + b].to(device)
         out = run_sampler(counted, template, sampler=sampler, steps=steps, schedule=schedule, generator=generator, **opts)
         nfe, evaluations = counted.calls, evaluations + counted.calls
         items.extend(run.space.decode(out))
@@ -242,7 +293,11 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     """``diffkit sample``: load a run, draw samples, write them and (when the recipe names metrics) metrics.json."""
     run = load_run(run_dir, device=device)
     n = int(n or run.recipe["sample"]["n"])
-    items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule)
+    conditioning = cond_labels = cond_items = None
+    if conditioning_fields(run.space):  # conditioned on reference elements: written beside the samples, in reference/
+        conditioning, cond_labels, cond_items = reference_conditioning(run, n)
+    items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
+                                     conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
     out = Path(out) if out else Path(run_dir) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     reference = None
@@ -256,6 +311,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         write_kwargs["reference"] = torch.stack(reference[:len(items)])
         write_kwargs["title"] = f"{run.recipe['name']}: {timing['sampler']}, {timing['nfe']} evaluations"
     paths = run.space.write(items, out, **write_kwargs)
+    if cond_items is not None:
+        paths += run.space.write([run.space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
     summary = {"recipe": run.recipe["name"], "n": n, "seed": seed, **timing, "files": [str(p) for p in paths]}
     if names and evaluate_metrics:
         summary["metrics"] = evaluate(run, items, labels, out_dir=out, reference_data=ref_data)

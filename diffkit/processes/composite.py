@@ -71,8 +71,11 @@ class Diffusion:
         return noisy, eps
 
     def prior(self, template: State, generator: torch.Generator | None = None) -> State:
-        """Draw ``x_T`` for every field, shaped like ``template`` (whose mask fixes graph sizes)."""
-        out = State({k: v for k, v in template.items() if k in MASK_FIELDS})
+        """Draw ``x_T`` for every field, shaped like ``template`` (whose mask fixes graph sizes).
+
+        Template fields this diffusion does not noise (masks, conditioning such as a vocoder's mel
+        frames) are carried into ``x_T`` unchanged, so every sampler step hands them to the backbone."""
+        out = State({k: v for k, v in template.items() if k in MASK_FIELDS or k not in self.processes})
         for name, proc in self.processes.items():
             mask = self.mask_for(template, name)
             like = template[name]

@@ -26,6 +26,10 @@ class FieldSpec:
     ``kind`` is ``"continuous"`` (diffused by a Gaussian process) or ``"categorical"`` (one-hot over
     ``num_classes``, diffused by a categorical process). ``layout`` says which mask applies:
     ``"dense"`` (none), ``"node"`` (B×n) or ``"pair"`` (B×n×n, symmetric).
+
+    ``diffused = False`` marks a conditioning field (a vocoder's mel frames, say): ``collate`` computes
+    it beside the diffused fields, every State carries it to the backbone unchanged, the recipe gives it
+    no process, and at sampling time its values come from the reference split (``diffkit.pipeline.generate``).
     """
 
     name: str
@@ -34,6 +38,7 @@ class FieldSpec:
     num_classes: int = 0
     symmetric: bool = False
     zero_mean: bool = False
+    diffused: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,7 +22,8 @@ EQUIVARIANCES = ("permutation",)
 
 
 def example_state(space: Space, diffusion: Diffusion, batch: int, generator: torch.Generator, examples: Sequence[Any] | None = None, stats: dict | None = None) -> State:
-    """A clean batch State ``x_0``: collated ``examples`` if given, else random values shaped by the template."""
+    """A clean batch State ``x_0``: collated ``examples`` if given, else random values shaped by the template
+    (conditioning fields, which have no process, get standard normal values)."""
     if examples:
         items = list(examples)
         items = (items * batch)[:max(batch, 1)] if len(items) < batch else items[:batch]
@@ -31,6 +32,9 @@ def example_state(space: Space, diffusion: Diffusion, batch: int, generator: tor
     out = State(state)
     for f in space.fields:
         like = state[f.name]
+        if f.name not in diffusion.processes:
+            out[f.name] = torch.randn(like.shape, generator=generator)
+            continue
         proc = diffusion.processes[f.name]
         if f.kind == "categorical":
             idx = torch.randint(f.num_classes, like.shape[:-1], generator=generator)
