@@ -138,14 +138,23 @@ class DiffWave(nn.Module):
 
 
 def build_diffwave(space, diffusion, *, num_classes: int = 0, residual_channels: int = 64, layers: int = 20, cycle: int = 10,
-                   n_mels: int = 0, hop: int = 64, time_dim: int = 128, embed_dim: int = 512) -> DiffWave:
+                   n_mels: int | None = None, hop: int | None = None, time_dim: int = 128, embed_dim: int = 512) -> DiffWave:
     """Registered backbone ``diffwave`` for spaces with one continuous ``C×T`` field (``audio``, ``audio-sequence``).
 
     Options: ``residual_channels`` (R), ``layers`` (L), ``cycle`` (dilations ``2^(i mod cycle)``),
-    ``n_mels``/``hop`` (mel conditioning from ``state["mel"]``; 0 = off), ``time_dim``, ``embed_dim``."""
-    fields = [f for f in space.fields if f.kind == "continuous"]
+    ``n_mels``/``hop`` (mel conditioning from ``state["mel"]``; 0 = off; by default those of the space's
+    ``mel`` conditioning field, so a vocoder recipe sets them once, in ``[data] space``), ``time_dim``, ``embed_dim``."""
+    fields = [f for f in space.fields if f.kind == "continuous" and f.diffused]
     if len(fields) != 1:
         raise ValueError(f"diffwave models one continuous waveform field; space {space.name!r} has {[f.name for f in space.fields]}; use an audio space")
+    has_mel = any(f.name == "mel" and not f.diffused for f in space.fields)
+    space_mels, space_hop = (int(getattr(space, "n_mels", 0)), int(getattr(space, "hop", 64))) if has_mel else (0, 64)
+    n_mels = space_mels if n_mels is None else int(n_mels)
+    hop = space_hop if hop is None else int(hop)
+    if n_mels and (n_mels, hop) != (space_mels, space_hop):
+        raise ValueError(f"diffwave n_mels={n_mels}, hop={hop} but space {space.name!r} computes "
+                         + (f"mel frames with n_mels={space_mels}, hop={space_hop}" if has_mel else "no mel frames")
+                         + f"; set [data] space = {{ n_mels = {n_mels}, hop = {hop} }} and drop n_mels/hop from the model options")
     shape = space.template(1)[fields[0].name].shape
     if len(shape) != 3:
         raise ValueError(f"diffwave needs a field of shape (channels, samples); space {space.name!r} gives {tuple(shape[1:])}")

@@ -10,6 +10,8 @@ import torch
 
 from diffkit.spaces import AudioSequence, SpaceError
 from diffkit.spaces.audio import write_wav
+from diffkit.spaces.base import FieldSpec
+from diffkit.state import State
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
@@ -96,9 +98,43 @@ class AudioSpace(AudioSequence):
     """Registered space ``audio``: an :class:`~diffkit.spaces.AudioSequence` (elements ``C×T`` in [-1, 1]
     at ``sample_rate`` Hz, field ``wave``) that writes 16-bit WAVs plus ``spectrograms.png`` and reads
     WAV/FLAC/OGG with soundfile (a clip at another rate or length is reported, not converted: use
-    :func:`conform` or the ``audio-folder`` dataset to convert on purpose)."""
+    :func:`conform` or the ``audio-folder`` dataset to convert on purpose).
+
+    With ``n_mels > 0`` (a recipe's ``[data] space = { n_mels = 40, hop = 64 }``) the space also has a
+    conditioning field ``mel`` (``FieldSpec(diffused=False)``): ``collate`` computes
+    :func:`diffkit_audio.backbone.mel_spectrogram` of the (mono) wave, ``B×n_mels×(length/hop)``, which a
+    mel-conditioned ``diffwave`` (a vocoder) reads; it is never noised, and at sampling time it comes from
+    the reference clips."""
 
     name = "audio"
+
+    def __init__(self, channels: int = 1, length: int = 16000, sample_rate: int = 16000, field: str = "wave", n_mels: int = 0, hop: int = 64):
+        super().__init__(channels, length, sample_rate, field)
+        self.n_mels, self.hop = int(n_mels), int(hop)
+        if self.n_mels < 0 or self.hop < 1:
+            raise SpaceError(f"audio: n_mels must be >= 0 and hop >= 1, got n_mels={n_mels}, hop={hop}")
+        if self.n_mels:
+            if self.channels != 1 or self.length % self.hop:
+                raise SpaceError(f"audio: mel conditioning needs mono clips whose length is a multiple of hop, got {self.channels} channel(s), "
+                                 f"length {self.length}, hop {self.hop}; use channels = 1 and a hop dividing the length")
+            self.fields = (*self.fields, FieldSpec("mel", diffused=False))
+
+    def collate(self, items, *, train: bool = False, generator=None) -> State:
+        state = super().collate(items, train=train, generator=generator)
+        if self.n_mels:
+            from diffkit_audio.backbone import mel_spectrogram
+
+            state["mel"] = mel_spectrogram(state[self.field_name], self.sample_rate, self.n_mels, self.hop)
+        return state
+
+    def template(self, batch_size: int, stats=None, generator=None) -> State:
+        state = super().template(batch_size, stats, generator)
+        if self.n_mels:
+            state["mel"] = torch.zeros(int(batch_size), self.n_mels, self.length // self.hop)
+        return state
+
+    def config(self) -> dict:
+        return {**super().config(), "n_mels": self.n_mels, "hop": self.hop}
 
     def write(self, items: list, out: Path, *, name: str = "sample", labels: Sequence[int] | None = None, spectrograms: bool = True, **kwargs) -> list[Path]:
         paths = []

@@ -62,3 +62,23 @@ def test_writer_writes_wav_and_png_and_reads_back(tmp_path):
     (tmp_path / "broken.wav").write_bytes(b"not audio")
     _, failures = space.read(tmp_path)
     assert [f["item"] for f in failures] == ["broken.wav"]
+
+
+def test_mel_conditioning_field(digits_test):
+    from diffkit.testing import check_space
+    from diffkit_audio.backbone import build_diffwave, mel_spectrogram
+
+    space = AudioSpace(channels=1, length=4096, sample_rate=8000, n_mels=40, hop=64)
+    assert [(f.name, f.diffused) for f in space.fields] == [("wave", True), ("mel", False)]
+    clips = [digits_test[i][0] for i in range(3)]
+    state = space.collate(clips)
+    assert state["mel"].shape == (3, 40, 64) and torch.equal(state["mel"], mel_spectrogram(state["wave"], 8000, 40, 64))
+    assert space.template(2)["mel"].shape == (2, 40, 64) and AudioSpace(**space.config()).fields == space.fields
+    assert "round-trip" in check_space(space, clips, registered_name="audio", write=False)
+    assert build_diffwave(space, None, residual_channels=4, layers=2, cycle=2).n_mels == 40  # the backbone reads n_mels and hop from the space
+    with pytest.raises(ValueError, match="set \\[data\\] space = \\{ n_mels = 20"):
+        build_diffwave(space, None, n_mels=20)
+    with pytest.raises(ValueError, match="computes no mel frames"):
+        build_diffwave(AudioSpace(length=4096, sample_rate=8000), None, n_mels=40)
+    with pytest.raises(SpaceError, match="multiple of hop"):
+        AudioSpace(length=4000, sample_rate=8000, n_mels=40, hop=64)

@@ -12,3 +12,8 @@ def spoken_digits() -> dict:
 def spoken_digits_quick() -> dict:
     """The CPU smoke test: about a minute of training on 2 cores."""
     return read_packaged("diffkit_audio.recipes", "spoken_digits_quick.toml")
+
+
+def spoken_digits_vocoder_quick() -> dict:
+    """A mel-conditioned DiffWave vocoder at smoke-test scale (about a minute of CPU training)."""
+    return read_packaged("diffkit_audio.recipes", "spoken_digits_vocoder_quick.toml")
