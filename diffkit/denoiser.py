@@ -79,8 +79,27 @@ class Denoiser(nn.Module):
         self.uses_edm = bool(edm_procs)
 
     # --- the backbone's view ---------------------------------------------------------------
+    def _times_for(self, t_one: float, batch: int, device) -> torch.Tensor:
+        """``t_one`` for every example (float64, B), remembered for the last few times: a sampler asks
+        for each of its levels once per step, and building the tensor costs more than the step's arithmetic."""
+        key = (t_one, batch, str(device))
+        memo = self.__dict__.setdefault("_time_memo", {})
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= 64:
+                memo.clear()
+            t = torch.full((batch,), t_one, dtype=torch.float64, device=device)
+            found = memo[key] = (t, self._time_input(t))
+        return found[0]
+
     def time_input(self, t: torch.Tensor) -> torch.Tensor:
         """The scalar the backbone embeds: ``t`` itself, or ``ln(sigma/alpha)/4`` under EDM preconditioning."""
+        for t_memo, t_in in self.__dict__.get("_time_memo", {}).values():
+            if t_memo is t:  # one of the remembered sampler times (identity, not value: cheap)
+                return t_in
+        return self._time_input(t)
+
+    def _time_input(self, t: torch.Tensor) -> torch.Tensor:
         if not self.uses_edm:
             return t.float()
         proc = self.diffusion.primary
@@ -137,7 +156,7 @@ class Denoiser(nn.Module):
         B = state_t.batch_size
         t_one = _one_time(t)  # samplers call with one time per batch: coefficients are then plain floats
         if t_one is not None:
-            t = torch.full((B,), t_one, dtype=torch.float64, device=state_t.device)
+            t = self._times_for(t_one, B, state_t.device)
         else:
             t = torch.as_tensor(t, dtype=torch.float64, device=state_t.device)
         if cond is not None and guidance is not None and guidance != 1.0:
@@ -157,8 +176,10 @@ class Denoiser(nn.Module):
 def guided(denoiser: Denoiser, cond: torch.Tensor | None = None, guidance: float | None = None):
     """The two-argument callable samplers expect: ``fn(state_t, t) -> predictions``."""
 
-    @torch.no_grad()
     def fn(state_t: State, t) -> State:
+        if torch.is_grad_enabled():  # no graph: samplers never differentiate through the model
+            with torch.no_grad():
+                return denoiser(state_t, t, cond=cond, guidance=guidance)
         return denoiser(state_t, t, cond=cond, guidance=guidance)
 
     fn.diffusion = denoiser.diffusion
