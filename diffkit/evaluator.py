@@ -57,18 +57,18 @@ def evaluate_path(task: str, samples: str | Path, reference: str | Path | None =
         raise FileNotFoundError(f"{samples} does not exist; pass a file or folder of samples in the task's natural format")
     train = load_dataset(recipe, "train")
     space = train.space
-    items, failures = space.read(samples)
+    items, labels, failures = space.read_labelled(samples)
     if reference is not None:
         ref_items, ref_failures = space.read(Path(reference))
         ref_labels = None
     else:
         ref_items, ref_labels = split_items(load_dataset(recipe, recipe.get("eval", {}).get("reference", "test")))
         ref_items, ref_failures = [space.validate(x) for x in ref_items], []
-    ctx = EvalContext(generated=items, reference=ref_items, reference_labels=ref_labels, train=train, space=space,
+    ctx = EvalContext(generated=items, labels=labels, reference=ref_items, reference_labels=ref_labels, train=train, space=space,
                       extras={"failures": failures, "n_total": len(items) + len(failures), "source": str(samples)})
     figures = run_metrics(names, ctx, recipe.get("eval", {}).get("options", {}))
     return {
-        "task": task, "samples": str(samples), "n_read": len(items), "n_invalid": len(failures), "invalid": failures,
+        "task": task, "samples": str(samples), "n_read": len(items), "n_labelled": 0 if labels is None else len(labels), "n_invalid": len(failures), "invalid": failures,
         "reference": str(reference) if reference else f"{task}:{recipe.get('eval', {}).get('reference', 'test')}", "n_reference": len(ref_items),
         "reference_unreadable": len(ref_failures), "figures": figures, "definitions": metric_definitions(names),
     }

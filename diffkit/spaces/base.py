@@ -84,6 +84,13 @@ class Space:
         sample is counted and reported, never fatal."""
         raise NotImplementedError(f"space {self.name!r} cannot read sample files; its plugin should implement Space.read")
 
+    def read_labelled(self, path: Path) -> tuple[list, list[int] | None, list[dict]]:
+        """:meth:`read`, plus the class label of each element where the files say it (``write`` with
+        ``labels`` names them so), else ``None``. Returns ``(elements, labels, failures)``;
+        ``diffkit eval`` uses it so that class-conditional samples are scored against their labels."""
+        items, failures = self.read(path)
+        return items, None, failures
+
     # --- data statistics and sampling templates -----------------------------------------
     def fit(self, items: Sequence[Any]) -> dict:
         """JSON-serialisable statistics of training elements that sampling needs later (graph sizes,

@@ -3,6 +3,7 @@ whose ``read`` accepts any format soundfile reads, and the :func:`conform` helpe
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -150,15 +151,22 @@ class AudioSpace(AudioSequence):
 
     def read(self, path: Path) -> tuple[list, list[dict]]:
         """Clips from an audio file or a folder of them (read with soundfile)."""
+        items, _, failures = self.read_labelled(path)
+        return items, failures
+
+    def read_labelled(self, path: Path) -> tuple[list, list[int] | None, list[dict]]:
+        """:meth:`read` plus labels from the names ``write`` gives (``sample_0012_class3.wav``: class 3); None unless every clip read has one."""
         import soundfile as sf
 
         path = Path(path)
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES) if path.is_dir() else [path]
-        items, failures = [], []
+        items, labels, failures = [], [], []
         for f in files:
             try:
                 data, rate = sf.read(str(f), dtype="float32", always_2d=True)
                 items.append(self.validate((torch.from_numpy(data.T.copy()), int(rate))))
+                found = re.search(r"_class(\d+)$", f.stem)
+                labels.append(int(found.group(1)) if found else None)
             except Exception as exc:  # noqa: BLE001 - a bad file is reported, never fatal
                 failures.append({"item": f.name, "reason": (str(exc).splitlines() or [type(exc).__name__])[0]})
-        return items, failures
+        return items, (labels if labels and None not in labels else None), failures

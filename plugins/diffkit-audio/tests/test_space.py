@@ -57,6 +57,7 @@ def test_writer_writes_wav_and_png_and_reads_back(tmp_path):
     assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[0].stat().st_size > 5000
     back, failures = space.read(tmp_path)
     assert failures == [] and len(back) == 3
+    assert space.read_labelled(tmp_path)[1] == [0, 1, 2]  # labels from the names write gave
     for a, b in zip(back, items):
         assert (a - b).abs().max() < 1.0 / 16000
     (tmp_path / "broken.wav").write_bytes(b"not audio")

@@ -9,6 +9,7 @@ the digits' black background, one level inwards when ``L = 17``).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -143,6 +144,11 @@ class ImageSpace(ContinuousCube):
         sorted by name, converted to this space's channels, scaled ``k / 255`` and rounded to the space's
         nearest level (so ``write`` then ``read`` gives back the images exactly); a file that cannot be
         read or has the wrong size is listed in the failures with the reason."""
+        items, _, failures = self.read_labelled(path)
+        return items, failures
+
+    def read_labelled(self, path: Path) -> tuple[list, list[int] | None, list[dict]]:
+        """:meth:`read` plus labels from the names ``write`` gives (``00012_c3.png``: class 3); None unless every image read has one."""
         from PIL import Image, UnidentifiedImageError
 
         path = Path(path)
@@ -151,7 +157,7 @@ class ImageSpace(ContinuousCube):
             files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg") and f.is_file())
         else:
             files = [path]
-        items, failures = [], []
+        items, labels, failures = [], [], []
         for f in files:
             try:
                 with Image.open(f) as img:
@@ -161,9 +167,11 @@ class ImageSpace(ContinuousCube):
                 if self.levels is not None:  # 8-bit files of a coarser space (17 levels) back onto its levels: exact round trip
                     x = torch.round(x * (self.levels - 1)) / (self.levels - 1)
                 items.append(x)
+                found = re.search(r"_c(\d+)$", f.stem)
+                labels.append(int(found.group(1)) if found else None)
             except (SpaceError, OSError, ValueError, UnidentifiedImageError) as exc:
                 failures.append({"item": f.name, "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
-        return items, failures
+        return items, (labels if labels and None not in labels else None), failures
 
     def config(self) -> dict:
         return {"shape": list(self.shape), "levels": self.levels, "dequantize": self.dequantize, "field": self.field_name}

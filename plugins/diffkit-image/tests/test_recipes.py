@@ -90,6 +90,13 @@ def test_digits_quick_end_to_end(tmp_path, classifier):
     assert 0.0 <= figures["digits_accuracy"] <= 1.0 and figures["digits_frechet_distance"] > 0
     assert saved["sampler"] == "dpmpp-2m" and saved["nfe"] == 4  # one (guided) evaluation per step
     assert report["files"][0].endswith("samples.png")
+    # diffkit eval on the written PNGs reads back the same images and labels, so it gives the same figures
+    from diffkit.evaluator import evaluate_path
+
+    scored = evaluate_path("digits-quick", out)
+    assert scored["n_read"] == 30 and scored["n_labelled"] == 30 and scored["n_invalid"] == 0
+    for key in ("digits_frechet_distance", "digits_frechet_train_floor", "digits_accuracy", "digits_reference_accuracy"):
+        assert scored["figures"][key] == pytest.approx(figures[key], rel=1e-9, abs=1e-12), key
 
 
 def test_bits_per_dim_is_not_blocked_by_the_image_space(classifier):

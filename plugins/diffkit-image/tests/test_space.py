@@ -81,6 +81,10 @@ def test_per_class_grids_are_written(tmp_path):
     assert overview[1:9, 1:9].max() == 0  # row 0 (class 0) starts with a black image
     with pytest.raises(SpaceError, match="labels"):
         space.write(images, tmp_path / "x", labels=[0, 1])
+    back, back_labels, failures = space.read_labelled(tmp_path)  # diffkit eval reads the labels back from the names
+    assert failures == [] and back_labels == labels and all(torch.equal(a, b) for a, b in zip(back, images))
+    (tmp_path / "images" / "00006.png").write_bytes((tmp_path / "images" / "00000_c0.png").read_bytes())
+    assert space.read_labelled(tmp_path)[1] is None  # one unlabelled file: no labels rather than misaligned ones
 
 
 def test_grid_array_layout():
