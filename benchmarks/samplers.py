@@ -8,7 +8,7 @@ Figures (printed, and written to OUT/samplers.json with a plot OUT/samplers.png)
 2. Per-step overhead: a sampler driven by a free denoiser (it returns a precomputed x0) against the
    same update written as bare tensor arithmetic with precomputed coefficients, on 20,000 x 2 samples;
    medians of repeated runs measured side by side, one thread.
-Comparison with diffusers' schedulers is not in this script yet (see the README of benchmarks/).
+Comparison with diffusers' schedulers and k-diffusion's samplers is in peers.py (benchmarks/README.md).
 """
 from __future__ import annotations
 
