@@ -121,6 +121,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
     else:
         train(recipe, run_dir, device=device, progress=progress)
     train_seconds = time.perf_counter() - t0
+    steps_done = int(json.loads((run_dir / "config.json").read_text()).get("step", recipe["train"]["steps"]))  # fewer when a time budget stopped it
     log = [r for r in read_log(run_dir) if "items_per_second" in r]
     throughput = sum(r["items_per_second"] for r in log) / max(len(log), 1)
     run = load_run(run_dir, device=device)
@@ -153,7 +154,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
         })
     primary = plan["primary"] or _first_metric(rows)
     plot = _plot_task(name, rows, primary, task_dir / f"{name}-{primary}-vs-nfe.png") if primary else None
-    return {"task": name, "recipe": recipe["name"], "tier": tier, "train": {"steps": recipe["train"]["steps"], "batch_size": recipe["train"]["batch_size"],
+    return {"task": name, "recipe": recipe["name"], "tier": tier, "train": {"steps": steps_done, "steps_planned": recipe["train"]["steps"], "batch_size": recipe["train"]["batch_size"],
             "seconds": train_seconds, "items_per_second": throughput}, "primary": primary, "higher_is_better": plan["higher_is_better"],
             "rows": rows, "plot": None if plot is None else str(plot), "samples_dir": str(task_dir / "samples")}
 
@@ -190,7 +191,8 @@ def render_markdown(report: dict) -> str:
             lines += [f"## {name}", "", f"failed: {task['error']}", ""]
             continue
         tr = task["train"]
-        lines += [f"## {name}", "", f"training: {tr['steps']} steps of {tr['batch_size']} in {tr['seconds']:.1f} s ({tr['items_per_second']:.0f} items/s)", ""]
+        lines += [f"## {name}", "", f"training: {tr['steps']} steps of {tr['batch_size']} in {tr['seconds']:.1f} s ({tr['items_per_second']:.0f} items/s)"
+                  + (f", stopped by its time budget ({tr['steps_planned']} planned)" if tr.get("steps_planned", tr["steps"]) > tr["steps"] else ""), ""]
         keys = sorted({k for r in task["rows"] for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         best = {}
         for k in keys:

@@ -31,7 +31,7 @@ def test_quick_bench_report_structure_and_finite_figures(tiny_task, tmp_path):
     assert on_disk["tier"] == "quick" and on_disk["seed"] == 0 and "machine" in on_disk
     task = on_disk["tasks"][tiny_task]
     assert "error" not in task, task
-    assert task["train"]["items_per_second"] > 0
+    assert task["train"]["items_per_second"] > 0 and task["train"]["steps"] == task["train"]["steps_planned"] == 30
     rows = task["rows"]
     assert [(r["sampler"], r["nfe"]) for r in rows] == [("ddim", 5), ("ddim", 10), ("dpmpp-2m", 5), ("dpmpp-2m", 10), ("ancestral", 20)]
     for r in rows:
@@ -53,3 +53,14 @@ def test_interrupted_bench_resumes_without_redoing_tasks(tiny_task, tmp_path):
 def test_unknown_task_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="installed tasks"):
         run_bench("quick", ["no-such-task"], out=tmp_path, progress=False)
+
+
+def test_a_time_budget_reports_the_steps_it_reached(tiny_task, tmp_path):
+    """A tier may cap training with train.max_minutes; the report gives the steps actually trained."""
+    recipe = registry.load("recipes", tiny_task)()
+    recipe["bench"]["quick"]["train"] = {"steps": 100000, "batch_size": 64, "max_minutes": 0.02, "checkpoint_every": 100000}
+    run_bench("quick", [tiny_task], out=tmp_path, progress=False)
+    task = json.loads((tmp_path / "report.json").read_text())["tasks"][tiny_task]
+    trained = json.loads((tmp_path / "tasks" / tiny_task / "run" / "config.json").read_text())["step"]
+    assert task["train"]["steps_planned"] == 100000 and task["train"]["steps"] == trained < 100000
+    assert f"training: {trained} steps" in (tmp_path / "report.md").read_text() and "stopped by its time budget" in (tmp_path / "report.md").read_text()
