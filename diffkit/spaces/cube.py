@@ -41,20 +41,22 @@ class ContinuousCube(Space):
         x = as_float_tensor(item, "ContinuousCube")
         if tuple(x.shape) != self.shape:
             raise SpaceError(f"ContinuousCube: expected shape {self.shape}, got {tuple(x.shape)}; resize or reshape the element (channels first)")
+        return self.check_values(x, "ContinuousCube")
+
+    def check_values(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """``x`` (already of the right shape) on the cube: integers are level indices ``0..levels-1``
+        mapped onto ``[low, high]``; floats must lie in ``[low, high]`` (clamped within rounding)."""
         if not x.is_floating_point():
             if self.levels is None:
-                raise SpaceError("ContinuousCube: got integer data but the cube has no quantisation levels; pass floats in [low, high]")
+                raise SpaceError(f"{what}: got integer data but the space has no quantisation levels; pass floats in [{self.low:g}, {self.high:g}]")
             lo, hi = int(x.min()), int(x.max())
             if lo < 0 or hi > self.levels - 1:
-                raise SpaceError(f"ContinuousCube: integer levels must lie in 0..{self.levels - 1}, got {lo}..{hi}; rescale the data")
+                raise SpaceError(f"{what}: integer data must be levels 0..{self.levels - 1}, got {lo}..{hi}; rescale the data or pass floats in [{self.low:g}, {self.high:g}]")
             return self.low + x.float() * (self.high - self.low) / (self.levels - 1)
         lo, hi = float(x.min()), float(x.max())
         tol = 1e-6 * (self.high - self.low)
         if lo < self.low - tol or hi > self.high + tol:
-            raise SpaceError(
-                f"ContinuousCube: values must lie in [{self.low}, {self.high}], got [{lo:.4g}, {hi:.4g}]; "
-                f"rescale the data (for 8-bit images divide by 255)"
-            )
+            raise SpaceError(f"{what}: values must lie in [{self.low:g}, {self.high:g}], got [{lo:.4g}, {hi:.4g}]; rescale the data (8-bit images: divide by 255)")
         return x.clamp(self.low, self.high)
 
     @property

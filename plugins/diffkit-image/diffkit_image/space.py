@@ -82,17 +82,7 @@ class ImageSpace(ContinuousCube):
             got = tuple(x.shape)
             hint = "pass channels first (permute(2, 0, 1))" if got == (H, W, C) else f"resize or crop to {H}×{W} with {C} channel(s) first"
             raise SpaceError(f"image space: expected an image of shape {self.shape} (C×H×W), got {got}; {hint}")
-        if not x.is_floating_point():
-            if self.levels is None:
-                raise SpaceError("image space: got integer pixels but the space has no quantisation levels; pass floats in [0, 1]")
-            lo, hi = int(x.min()), int(x.max())
-            if lo < 0 or hi > self.levels - 1:
-                raise SpaceError(f"image space: integer pixels must be levels 0..{self.levels - 1}, got {lo}..{hi}; rescale them or pass floats in [0, 1]")
-            return x.float() / (self.levels - 1)
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1e-6 or hi > 1.0 + 1e-6:
-            raise SpaceError(f"image space: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; rescale (8-bit images: divide by 255; [-1, 1] images: (x + 1) / 2)")
-        return x.clamp(0.0, 1.0)
+        return self.check_values(x, "image space")
 
     def decode(self, state) -> list[torch.Tensor]:
         """Samples back to images. With dequantisation (training saw level ``k`` as ``(k + U) / L``,
