@@ -39,9 +39,7 @@ def _coef(proc, t: torch.Tensor, like: torch.Tensor):
 
 def _one_time(t) -> float | None:
     """``t`` as a Python float when it is one time for the whole batch (a number or a 0-d tensor), else None."""
-    if isinstance(t, (int, float)):
-        return float(t)
-    if isinstance(t, torch.Tensor) and t.dim() == 0:
+    if isinstance(t, (int, float)) or (isinstance(t, torch.Tensor) and t.dim() == 0):
         return float(t)
     return None
 
@@ -79,9 +77,10 @@ class Denoiser(nn.Module):
         self.uses_edm = bool(edm_procs)
 
     # --- the backbone's view ---------------------------------------------------------------
-    def _times_for(self, t_one: float, batch: int, device) -> torch.Tensor:
-        """``t_one`` for every example (float64, B), remembered for the last few times: a sampler asks
-        for each of its levels once per step, and building the tensor costs more than the step's arithmetic."""
+    def _times_for(self, t_one: float, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``t_one`` for every example (float64, B) and the backbone's time input for it, remembered for the
+        last few times: a sampler asks for each of its levels once per step, and building the tensors costs
+        more than the step's arithmetic."""
         key = (t_one, batch, str(device))
         memo = self.__dict__.setdefault("_time_memo", {})
         found = memo.get(key)
@@ -89,17 +88,11 @@ class Denoiser(nn.Module):
             if len(memo) >= 64:
                 memo.clear()
             t = torch.full((batch,), t_one, dtype=torch.float64, device=device)
-            found = memo[key] = (t, self._time_input(t))
-        return found[0]
+            found = memo[key] = (t, self.time_input(t))
+        return found
 
     def time_input(self, t: torch.Tensor) -> torch.Tensor:
         """The scalar the backbone embeds: ``t`` itself, or ``ln(sigma/alpha)/4`` under EDM preconditioning."""
-        for t_memo, t_in in self.__dict__.get("_time_memo", {}).values():
-            if t_memo is t:  # one of the remembered sampler times (identity, not value: cheap)
-                return t_in
-        return self._time_input(t)
-
-    def _time_input(self, t: torch.Tensor) -> torch.Tensor:
         if not self.uses_edm:
             return t.float()
         proc = self.diffusion.primary
@@ -113,9 +106,9 @@ class Denoiser(nn.Module):
                 inputs[name] = edm_coefficients(s / a, self.sigma_data)[2] * state_t[name] / a
         return inputs
 
-    def raw(self, state_t: State, t: torch.Tensor, cond: torch.Tensor | None = None) -> dict:
-        """The backbone's outputs for ``x_t`` at times ``t`` (B)."""
-        out = self.backbone(self.backbone_inputs(state_t, t), self.time_input(t), cond)
+    def raw(self, state_t: State, t: torch.Tensor, cond: torch.Tensor | None = None, t_in: torch.Tensor | None = None) -> dict:
+        """The backbone's outputs for ``x_t`` at times ``t`` (B); ``t_in``: ``time_input(t)`` when the caller has it."""
+        out = self.backbone(self.backbone_inputs(state_t, t), self.time_input(t) if t_in is None else t_in, cond)
         missing = [k for k in self.diffusion.processes if k not in out]
         if missing:
             raise KeyError(f"backbone {type(self.backbone).__name__} returned no prediction for field(s) {missing}; it must return one per diffused field")
@@ -156,18 +149,18 @@ class Denoiser(nn.Module):
         B = state_t.batch_size
         t_one = _one_time(t)  # samplers call with one time per batch: coefficients are then plain floats
         if t_one is not None:
-            t = self._times_for(t_one, B, state_t.device)
+            t, t_in = self._times_for(t_one, B, state_t.device)
         else:
-            t = torch.as_tensor(t, dtype=torch.float64, device=state_t.device)
+            t, t_in = torch.as_tensor(t, dtype=torch.float64, device=state_t.device), None
         if cond is not None and guidance is not None and guidance != 1.0:
             both = State.cat([state_t, state_t])
             labels = torch.cat([cond, torch.full_like(cond, NULL_LABEL)])
             tt = torch.cat([t, t])
-            pred = self.predict_raw_outputs(both, tt, self.raw(both, tt, labels), t_one)
+            pred = self.predict_raw_outputs(both, tt, self.raw(both, tt, labels, None if t_in is None else torch.cat([t_in, t_in])), t_one)
             c, u = pred.index(slice(0, B)), pred.index(slice(B, None))
             pred = State({k: u[k] + guidance * (c[k] - u[k]) for k in pred})
         else:
-            pred = self.predict_raw_outputs(state_t, t, self.raw(state_t, t, cond), t_one)
+            pred = self.predict_raw_outputs(state_t, t, self.raw(state_t, t, cond, t_in), t_one)
         for name in self.diffusion.categorical_fields:
             pred[name] = pred[name].softmax(-1)
         return pred
