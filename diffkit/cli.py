@@ -46,7 +46,7 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run directory")
     s.add_argument("run_dir", help="directory written by 'diffkit train'")
     s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
-    s.add_argument("--sampler", default=None, help="sampler name (ancestral, ddim, euler, heun, dpmpp-2m, dpmpp-3m, langevin, pc)")
+    s.add_argument("--sampler", default=None, help="sampler name (ancestral, ddim, euler, heun, dpmpp-2m, dpmpp-3m, deis, unipc, langevin, pc)")
     s.add_argument("--steps", type=int, default=None, help="number of noise levels")
     s.add_argument("--schedule", default=None, choices=["uniform", "logsnr", "karras"], help="time-step schedule")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = conditional only)")

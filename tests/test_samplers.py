@@ -31,6 +31,10 @@ CASES = [
     ("dpmpp-2m", VE(), 10, {}),
     ("dpmpp-2m", EDM(), 10, {}),
     ("dpmpp-3m", VPLinear(), 15, {}),
+    ("deis", VPLinear(), 10, {}),
+    ("deis", EDM(), 10, {}),
+    ("unipc", VPLinear(), 10, {}),
+    ("unipc", VE(), 10, {"order": 3}),
     ("langevin", VE(), 30, {"n_steps": 20, "step_size": 1e-4}),
     ("pc", VPLinear(), 50, {}),
     ("pc", VPLinear(), 100, {"predictor": "euler-maruyama", "n_corrector": 0}),
@@ -81,6 +85,49 @@ def test_higher_order_beats_euler_at_equal_nfe():
     target = mix.sample(N, torch.Generator().manual_seed(100))
     sw = {name: sliced_wasserstein(_run(mix, VPLinear(), name, 8, {}), target) for name in ("euler", "dpmpp-2m")}
     assert sw["dpmpp-2m"] < sw["euler"]
+
+
+def _flow_error(mix, sampler, steps, opts, reference):
+    proc = VPLinear()
+    diff = Diffusion({"x": proc})
+    fn = guided(Denoiser(AnalyticBackbone(mix, proc, "eps"), diff, "eps"))
+    x_T = diff.prior(State(x=torch.zeros(1000, mix.dim, dtype=torch.float64)), torch.Generator().manual_seed(0))
+    x = SAMPLERS[sampler](fn, x_T, make_times(diff, steps, "logsnr"), **opts)["x"]
+    if reference is None:
+        return x
+    return float((x - reference).norm(dim=1).mean())
+
+
+@pytest.mark.parametrize("sampler,opts,min_ratio", [
+    ("ddim", {}, None), ("deis", {}, 3.0), ("unipc", {}, 3.0), ("unipc", {"order": 3}, 6.0),
+])
+def test_multistep_solvers_converge_at_their_order(sampler, opts, min_ratio):
+    """The deterministic samplers solve the probability-flow ODE: halving the log-SNR step shrinks the
+    error against a converged solution of the same draws by about 2^order (DDIM: 2, so it fails a
+    second-order bound, which shows the bound can fail)."""
+    mix = random_mixture(16)
+    reference = _flow_error(mix, "dpmpp-3m", 400, {}, None)
+    ratio = _flow_error(mix, sampler, 20, opts, reference) / _flow_error(mix, sampler, 40, opts, reference)
+    if min_ratio is None:
+        assert 1.6 < ratio < 2.5
+    else:
+        assert ratio > min_ratio
+
+
+def test_first_order_deis_and_unipc_are_ddim():
+    mix = ring(8)
+    ddim_x = _flow_error(mix, "ddim", 12, {}, None)
+    assert torch.allclose(_flow_error(mix, "deis", 12, {"order": 1}, None), ddim_x, atol=1e-10)
+    assert torch.allclose(_flow_error(mix, "unipc", 12, {"order": 1, "corrector": False}, None), ddim_x, atol=1e-10)
+
+
+def test_unipc_corrector_raises_the_accuracy_at_no_extra_cost():
+    mix = random_mixture(16)
+    reference = _flow_error(mix, "dpmpp-3m", 400, {}, None)
+    with_c = _flow_error(mix, "unipc", 30, {}, reference)
+    without = _flow_error(mix, "unipc", 30, {"corrector": False}, reference)
+    assert with_c < 0.5 * without
+    assert SAMPLERS["unipc"].nfe(30) == 30
 
 
 @pytest.mark.parametrize("param", ["eps", "x0", "v", "score"])

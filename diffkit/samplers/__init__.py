@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from diffkit.samplers.core import ancestral, ddim, dpmpp_2m, dpmpp_3m, euler, heun, langevin, predictor_corrector, steps_for_nfe
+from diffkit.samplers.core import ancestral, ddim, deis, dpmpp_2m, dpmpp_3m, euler, heun, langevin, predictor_corrector, steps_for_nfe, unipc
 from diffkit.samplers.schedules import SCHEDULES, karras, make_times, uniform_log_snr, uniform_t
 from diffkit.state import State
 
@@ -14,11 +14,13 @@ SAMPLERS = {
     "heun": heun,
     "dpmpp-2m": dpmpp_2m,
     "dpmpp-3m": dpmpp_3m,
+    "deis": deis,
+    "unipc": unipc,
     "langevin": langevin,
     "pc": predictor_corrector,
 }
 
-DEFAULT_SCHEDULE = {"dpmpp-2m": "logsnr", "dpmpp-3m": "logsnr", "euler": "karras", "heun": "karras"}
+DEFAULT_SCHEDULE = {"dpmpp-2m": "logsnr", "dpmpp-3m": "logsnr", "deis": "logsnr", "unipc": "logsnr", "euler": "karras", "heun": "karras"}
 """The schedule each sampler uses unless told otherwise; the rest walk uniformly in ``t``."""
 
 
@@ -44,6 +46,6 @@ def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, sc
 
 
 __all__ = [
-    "DEFAULT_SCHEDULE", "SAMPLERS", "SCHEDULES", "ancestral", "ddim", "dpmpp_2m", "dpmpp_3m", "euler", "heun", "karras", "langevin",
-    "make_times", "predictor_corrector", "sample", "steps_for_nfe", "uniform_log_snr", "uniform_t",
+    "DEFAULT_SCHEDULE", "SAMPLERS", "SCHEDULES", "ancestral", "ddim", "deis", "dpmpp_2m", "dpmpp_3m", "euler", "heun", "karras", "langevin",
+    "make_times", "predictor_corrector", "sample", "steps_for_nfe", "uniform_log_snr", "uniform_t", "unipc",
 ]

@@ -216,6 +216,165 @@ dpmpp_2m = _dpmpp(2)
 dpmpp_3m = _dpmpp(3)
 
 
+def _poly_mul_linear(p: list[float], root: float, scale: float) -> list[float]:
+    """Coefficients (lowest power first) of ``p(u) (u - root) / scale``."""
+    out = [0.0] * (len(p) + 1)
+    for n, c in enumerate(p):
+        out[n + 1] += c / scale
+        out[n] -= c * root / scale
+    return out
+
+
+def _int_poly_in_log(p: list[float], rho_ref: float, rho_a: float, rho_b: float) -> float:
+    """``int_{rho_a}^{rho_b} p(u) d rho`` with ``u = log(rho / rho_ref)``: since ``d rho = rho du``,
+    ``int u^n d rho = rho sum_m (-1)^m n!/(n-m)! u^(n-m)``, which vanishes at ``rho = 0``."""
+    def antiderivative(rho):
+        if rho == 0.0:
+            return 0.0
+        u = math.log(rho / rho_ref)
+        total = 0.0
+        for n, c in enumerate(p):
+            term, falling = 0.0, 1.0
+            for m in range(n + 1):
+                term += (-1) ** m * falling * u ** (n - m)
+                falling *= n - m
+            total += c * term
+        return rho * total
+
+    return antiderivative(rho_b) - antiderivative(rho_a)
+
+
+def deis(denoiser, state, times, *, order: int = 3, lower_order_final: bool = True, generator=None, callback: Callable | None = None):
+    """DEIS, the time-quadratic Adams-Bashforth variant (Zhang & Chen 2023), on the probability-flow ODE
+    written in ``y = x/alpha`` and ``rho = sigma/alpha``: ``dy/drho = eps_hat``. Over a step,
+    ``eps_hat`` is the Lagrange polynomial in ``log rho`` through the last ``order`` values and is integrated
+    exactly in ``rho``: ``y_s = y_t + sum_j eps_j int_{rho_t}^{rho_s} L_j(log rho) d rho``. With one value this is
+    DDIM. ``lower_order_final`` takes the step to the clean level (``rho = 0``) first order (``x = x0_hat``)."""
+    diffusion, lv, x = _setup(denoiser, state, times)
+    order = int(order)
+    if order not in (1, 2, 3):
+        raise ValueError(f"DEIS order must be 1, 2 or 3, got {order}")
+    history = {name: [] for name in diffusion.gaussian_fields}  # (rho_i, eps_hat_i), newest last
+    for i, t in enumerate(lv.times):
+        pred = denoiser(x, t)
+        out = State(x)
+        for name in diffusion.gaussian_fields:
+            a_t, s_t, a_s, s_s = lv.alpha[name][i], lv.sigma[name][i], lv.alpha[name][i + 1], lv.sigma[name][i + 1]
+            rho_t, rho_s = s_t / a_t, s_s / a_s
+            hist = history[name]
+            hist.append((rho_t, _lin((1.0 / s_t, x[name]), (-a_t / s_t, pred[name]))))
+            del hist[:-order]
+            k = 1 if lower_order_final and s_s == 0 else min(order, len(hist))
+            nodes = [math.log(r / rho_t) for r, _ in hist[-k:]][::-1]  # newest first, centred on log rho_t
+            coefs = []
+            for j in range(k):
+                basis = [1.0]
+                for m in range(k):
+                    if m != j:
+                        basis = _poly_mul_linear(basis, nodes[m], nodes[j] - nodes[m])
+                coefs.append(_int_poly_in_log(basis, rho_t, rho_t, rho_s))
+            # x_s = alpha_s y_s = (a_s/a_t) x_t + a_s sum_j c_j eps_j
+            out[name] = _lin((a_s / a_t, x[name]), *((a_s * c, hist[-1 - j][1]) for j, c in enumerate(coefs)))
+        _step_categorical(diffusion, x, pred, lv, i, generator, out)
+        x = _finish(out, callback, i, pred)
+    return x
+
+
+def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting for the small (<= 3x3) systems of UniPC."""
+    n = len(rhs)
+    a = [list(row) + [b] for row, b in zip(matrix, rhs)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(a[r][c]))
+        a[c], a[p] = a[p], a[c]
+        for r in range(c + 1, n):
+            f = a[r][c] / a[c][c]
+            for cc in range(c, n + 1):
+                a[r][cc] -= f * a[c][cc]
+    out = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        out[r] = (a[r][n] - sum(a[r][cc] * out[cc] for cc in range(r + 1, n))) / a[r][r]
+    return out
+
+
+def _unipc_weights(h: float, ratios: list[float]) -> list[float]:
+    """Weights ``a_m`` on the divided differences ``D_m = (x0_hat(r_m) - x0_hat_t)/r_m`` that make
+    ``-B(h) sum_m a_m D_m`` match the Taylor terms ``h^(k+1) phi_(k+1)(-h) x0_hat^(k)`` for ``k = 1..len(ratios)``:
+    ``sum_m a_m r_m^(k-1) = k! g_(k+1) / B(h)`` with ``g_1 = e^(-h) - 1``, ``g_(k+1) = g_k/(-h) - 1/k!``
+    and ``B(h) = e^(-h) - 1`` (UniPC's B2)."""
+    hh = -h
+    g = math.expm1(hh)
+    b_h = g
+    rhs, fact = [], 1.0
+    for k in range(1, len(ratios) + 1):
+        g = g / hh - 1.0 / fact  # g_(k+1)
+        rhs.append(fact * g / b_h)
+        fact *= k + 1
+    return _solve([[r ** (k - 1) for r in ratios] for k in range(1, len(ratios) + 1)], rhs)
+
+
+def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, lower_order_final: bool = True, generator=None, callback: Callable | None = None):
+    """UniPC (Zhao et al. 2023) with the data prediction and ``B(h) = e^(-h) - 1``. Predictor (UniP):
+    ``x_s = (s_s/s_t) x_t - a_s (e^(-h) - 1) x0_hat_t - a_s B(h) sum_m a_m D_m``, ``h = lambda_s - lambda_t``,
+    ``D_m = (x0_hat_m - x0_hat_t)/r_m`` over the last ``order - 1`` levels at ``r_m = (lambda_m - lambda_t)/h``.
+    Corrector (UniC): the evaluation at the new level, which the next step needs anyway, joins the
+    differences (``r = 1``) and the step is redone one order higher, at no extra network evaluation.
+    The step to the clean level lands on ``x0_hat``; with ``lower_order_final`` the order also drops
+    near the end so that no step uses more levels than remain (as in DPM-Solver's multistep)."""
+    diffusion, lv, x = _setup(denoiser, state, times)
+    order = int(order)
+    if order not in (1, 2, 3):
+        raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
+    K = len(lv)
+    history = {name: [] for name in diffusion.gaussian_fields}  # (lambda_i, x0_hat_i), newest last
+    last = {}  # name -> (x_t, lambda_t, lambda_s, order used, x_s without differences) of the previous step
+    for i, t in enumerate(lv.times):
+        pred = denoiser(x, t)
+        out = State(x)
+        for name in diffusion.gaussian_fields:
+            hist = history[name]
+            if corrector and name in last:  # UniC: redo the previous step with this evaluation added
+                x_prev, lam_prev, lam_now, k_prev, base = last[name]
+                a_now = lv.alpha[name][i]
+                h = lam_now - lam_prev
+                ratios = [(lam_m - lam_prev) / h for lam_m, _ in hist[-k_prev:-1][::-1]] + [1.0]
+                weights = _unipc_weights(h, ratios)
+                diffs = [(lam_m, d) for lam_m, d in hist[-k_prev:-1][::-1]] + [(lam_now, pred[name])]
+                x0_prev = hist[-1][1]
+                b_h = math.expm1(-h)
+                terms = [(1.0, base)]
+                for w, r, (_, d) in zip(weights, ratios, diffs):
+                    c = -a_now * b_h * w / r  # the term -a B w (d - x0_prev)/r
+                    terms += [(c, d), (-c, x0_prev)]
+                x = State(x)
+                x[name] = _lin(*terms)
+                out[name] = x[name]
+            lam_t = lv.lam(name, i)
+            hist.append((lam_t, pred[name]))
+            del hist[:-order]
+            a_s, s_t, s_s = lv.alpha[name][i + 1], lv.sigma[name][i], lv.sigma[name][i + 1]
+            if s_s == 0:
+                out[name] = pred[name]
+                last.pop(name, None)
+                continue
+            k = min(order, len(hist), K - 1 - i) if lower_order_final else min(order, len(hist))
+            h = lv.lam(name, i + 1) - lam_t
+            base = _lin((s_s / s_t, x[name]), (-a_s * math.expm1(-h), pred[name]))
+            terms = [(1.0, base)]
+            if k > 1:
+                prev = hist[-k:-1][::-1]
+                ratios = [(lam_m - lam_t) / h for lam_m, _ in prev]
+                b_h = math.expm1(-h)
+                for w, r, (_, d) in zip(_unipc_weights(h, ratios), ratios, prev):
+                    c = -a_s * b_h * w / r
+                    terms += [(c, d), (-c, pred[name])]
+            out[name] = _lin(*terms) if len(terms) > 1 else base
+            last[name] = (x[name], lam_t, lv.lam(name, i + 1), k, base)
+        _step_categorical(diffusion, x, pred, lv, i, generator, out)
+        x = _finish(out, callback, i, pred)
+    return x
+
+
 def langevin(denoiser, state, times, *, n_steps: int = 5, step_size: float = 2e-5, denoise: bool = True, generator=None, callback: Callable | None = None):
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) on the denoising-score-matching
     model: at each level ``i`` run ``n_steps`` of ``x <- x + a_i/2 * score + sqrt(a_i) z`` with
@@ -296,6 +455,8 @@ ddim.nfe = _nfe_first_order
 euler.nfe = _nfe_first_order
 dpmpp_2m.nfe = _nfe_first_order
 dpmpp_3m.nfe = _nfe_first_order
+deis.nfe = _nfe_first_order
+unipc.nfe = _nfe_first_order
 heun.nfe = lambda steps, **_: 2 * steps - 1
 langevin.nfe = lambda steps, n_steps=5, denoise=True, **_: steps * n_steps + int(denoise)
 predictor_corrector.nfe = lambda steps, n_corrector=1, **_: steps * (1 + n_corrector)
