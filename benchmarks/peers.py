@@ -220,7 +220,7 @@ class Method:
         return f"{self.library}:{self.method}/{self.config}"
 
 
-DIFFKIT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m")
+DIFFKIT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "deis", "unipc")
 
 
 def diffkit_methods(proc) -> list[Method]:
@@ -379,7 +379,7 @@ def quality(methods, mixtures, nfes, n, seeds, reference_nfe=0) -> tuple[list[di
 
 # --- overhead --------------------------------------------------------------------------------
 OVERHEAD_METHODS = {("diffkit", "ddim", "uniform"), ("diffkit", "euler", "karras"), ("diffkit", "heun", "karras"), ("diffkit", "dpmpp-2m", "logsnr"),
-                    ("diffkit", "dpmpp-3m", "logsnr"),
+                    ("diffkit", "dpmpp-3m", "logsnr"), ("diffkit", "deis", "logsnr"), ("diffkit", "unipc", "logsnr"),
                     ("diffusers", "ddim", "default"), ("diffusers", "euler", "default"), ("diffusers", "heun", "default"),
                     ("diffusers", "dpmpp-2m", "default"), ("diffusers", "dpmpp-2m", "karras"), ("diffusers", "unipc", "default"), ("diffusers", "deis", "default"),
                     ("k-diffusion", "euler", "karras"), ("k-diffusion", "heun", "karras"), ("k-diffusion", "lms", "karras"),
