@@ -8,7 +8,7 @@ from diffkit.processes import EDM, VE, CategoricalProcess, Diffusion, VPCosine, 
 from diffkit.processes.gaussian import gaussian_posterior
 from diffkit.state import State
 
-GAUSSIAN = [VPLinear(), VPCosine(), VE(), EDM()]
+GAUSSIAN = [VPLinear(), VPCosine(), VPCosine(log_snr_shift=3.2), VE(), EDM()]
 
 
 @pytest.mark.parametrize("proc", GAUSSIAN, ids=lambda p: p.name)
@@ -40,6 +40,17 @@ def test_sde_coefficients_match_finite_differences(proc):
         ds2 = (proc.sigma(t + h) ** 2 - proc.sigma(t - h) ** 2) / (2 * h)
         assert math.isclose(float(f), float(dla), rel_tol=1e-5, abs_tol=1e-8)
         assert math.isclose(float(g2), float(ds2 - 2 * dla * proc.sigma(t) ** 2), rel_tol=1e-5)
+
+
+def test_shifted_cosine_is_the_cosine_schedule_moved_in_log_snr():
+    plain, shifted = VPCosine(), VPCosine(log_snr_shift=3.2)
+    t = torch.linspace(0.01, 0.99, 40, dtype=torch.float64)
+    assert torch.allclose(shifted.log_snr(t), plain.log_snr(t) + 3.2, atol=1e-10)
+    assert torch.allclose(shifted.alpha(t) ** 2 + shifted.sigma(t) ** 2, torch.ones_like(t), atol=1e-12)
+    # data of scale d under the plain schedule has the SNR that data of scale 1 has under a shift of 2 log d
+    d = math.exp(-1.6)
+    assert torch.allclose(d**2 * shifted.alpha(t) ** 2 / shifted.sigma(t) ** 2, plain.alpha(t) ** 2 / plain.sigma(t) ** 2, rtol=1e-9)
+    assert shifted.config()["log_snr_shift"] == 3.2
 
 
 def test_vp_linear_matches_ddpm_discretisation():

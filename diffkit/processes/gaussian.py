@@ -178,27 +178,44 @@ class VPCosine(GaussianProcess):
 
     ``alpha_t^2 = cos^2(pi/2 (t+s)/(1+s)) / cos^2(pi/2 s/(1+s))``, ``sigma_t^2 = 1 - alpha_t^2``;
     ``t_max < 1`` keeps ``alpha_T`` above zero (the role of the paper's clip on beta).
+
+    ``log_snr_shift`` (default 0) moves the whole schedule in log-SNR, ``lambda_t = lambda_cos(t) + shift``,
+    with ``alpha_t^2 = sigmoid(lambda_t)`` (Hoogeboom et al. 2023 shift it down for large images). Data of
+    scale ``d`` sees the SNR that data of scale 1 sees under a shift of ``2 log d``; so a positive shift of
+    ``2 log(0.5 / d)`` gives quiet data (audio at d = 0.1, say) the training levels a scale of 0.5 would
+    have under the plain schedule, instead of spending most of them where the signal is invisible.
     """
 
     name = "vp-cosine"
 
-    def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946):
-        self.s, self.t_min, self.t_max = float(s), float(t_min), float(t_max)
+    def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946, log_snr_shift: float = 0.0):
+        self.s, self.t_min, self.t_max, self.shift = float(s), float(t_min), float(t_max), float(log_snr_shift)
         self._log_c0 = math.log(math.cos(math.pi / 2 * self.s / (1 + self.s)))
 
-    def log_alpha(self, t):
+    def _log_alpha_plain(self, t):
         return torch.log(torch.cos(math.pi / 2 * (t + self.s) / (1 + self.s)).clamp_min(1e-12)) - self._log_c0
 
+    def _log_snr_plain(self, t):
+        la = self._log_alpha_plain(t)
+        return 2.0 * la - torch.log(-torch.expm1(2.0 * la))
+
+    def log_alpha(self, t):
+        if self.shift == 0.0:
+            return self._log_alpha_plain(t)
+        return -0.5 * torch.nn.functional.softplus(-(self._log_snr_plain(t) + self.shift))
+
     def log_sigma(self, t):
-        return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
+        if self.shift == 0.0:
+            return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
+        return -0.5 * torch.nn.functional.softplus(self._log_snr_plain(t) + self.shift)
 
     def t_from_log_snr(self, log_snr):
-        log_alpha = -0.5 * torch.nn.functional.softplus(-_t(log_snr))
+        log_alpha = -0.5 * torch.nn.functional.softplus(-(_t(log_snr) - self.shift))
         c = torch.exp(log_alpha + self._log_c0).clamp(-1.0, 1.0)
         return torch.arccos(c) * 2 / math.pi * (1 + self.s) - self.s
 
     def config(self):
-        return {"s": self.s, "t_min": self.t_min, "t_max": self.t_max}
+        return {"s": self.s, "t_min": self.t_min, "t_max": self.t_max, "log_snr_shift": self.shift}
 
 
 class VE(GaussianProcess):
