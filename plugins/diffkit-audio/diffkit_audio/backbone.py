@@ -13,6 +13,12 @@ Layout, for an input ``x`` of ``C×T`` samples::
 
 Receptive field: ``1 + (k - 1) * sum_i d_i`` samples (``DiffWave.receptive_field``).
 
+Patches (``patch = P > 1``, off by default): the waveform is folded P samples at a time into channels
+(``C×T -> CP×T/P``, space-to-depth) before ``W_in`` and unfolded after ``W_out``, so the residual stack
+runs at ``T/P`` positions and its receptive field counts in patches: P times longer for the same layers,
+at about the cost of P times more residual channels. This is how the CPU tier of spoken-digits affords
+a stack that hears the whole word.
+
 Mel conditioning (a vocoder): built with ``n_mels > 0`` the model reads ``state["mel"]`` (B×n_mels×F
 log-mel frames, ``F = T / hop``, as computed by :func:`mel_spectrogram`), upsamples it to the sample
 rate with transposed 2-D convolutions whose strides multiply to ``hop``, and adds a 1×1 projection of it
@@ -92,30 +98,35 @@ class DiffWave(nn.Module):
     """The DiffWave denoiser on one waveform field (see the module docstring for the equations)."""
 
     def __init__(self, field: str = "wave", channels: int = 1, residual_channels: int = 64, layers: int = 20, cycle: int = 10,
-                 num_classes: int = 0, n_mels: int = 0, hop: int = 64, time_dim: int = 128, embed_dim: int = 512):
+                 num_classes: int = 0, n_mels: int = 0, hop: int = 64, time_dim: int = 128, embed_dim: int = 512, patch: int = 1):
         super().__init__()
-        if layers < 1 or cycle < 1 or residual_channels < 1:
-            raise ValueError(f"diffwave: layers, cycle and residual_channels must be positive, got {layers}, {cycle}, {residual_channels}")
-        self.field, self.time_dim, self.n_mels, self.hop = field, int(time_dim), int(n_mels), int(hop)
+        if layers < 1 or cycle < 1 or residual_channels < 1 or patch < 1:
+            raise ValueError(f"diffwave: layers, cycle, residual_channels and patch must be positive, got {layers}, {cycle}, {residual_channels}, {patch}")
+        if n_mels and hop % patch:
+            raise ValueError(f"diffwave: the mel hop ({hop}) must be a multiple of patch ({patch}); use a patch that divides it")
+        self.field, self.time_dim, self.n_mels, self.hop, self.patch = field, int(time_dim), int(n_mels), int(hop), int(patch)
         self.dilations = [2 ** (i % cycle) for i in range(layers)]
-        self.inp = nn.Conv1d(channels, residual_channels, 1)
+        self.inp = nn.Conv1d(channels * self.patch, residual_channels, 1)
         self.time = nn.Sequential(nn.Linear(time_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim), nn.SiLU())
         self.classes = ClassEmbedding(num_classes, embed_dim) if num_classes else None
-        self.upsampler = MelUpsampler(hop) if n_mels else None
+        self.upsampler = MelUpsampler(hop // self.patch) if n_mels else None
         self.layers = nn.ModuleList(ResidualLayer(residual_channels, d, embed_dim, n_mels) for d in self.dilations)
         self.skip = nn.Conv1d(residual_channels, residual_channels, 1)
-        self.final = nn.Conv1d(residual_channels, channels, 1)
+        self.final = nn.Conv1d(residual_channels, channels * self.patch, 1)
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
     @property
     def receptive_field(self) -> int:
-        """Samples of input that one output sample sees: ``1 + 2 * sum(dilations)`` (kernel 3)."""
-        return 1 + 2 * sum(self.dilations)
+        """Samples of input that one output sample sees: ``(1 + 2 * sum(dilations)) * patch`` (kernel 3)."""
+        return (1 + 2 * sum(self.dilations)) * self.patch
 
     def forward(self, state, t: torch.Tensor, cond: torch.Tensor | None = None) -> dict:
         x = state[self.field]
-        B, _, T = x.shape
+        B, C, T = x.shape
+        P = self.patch
+        if T % P:
+            raise ValueError(f"diffwave: clip length {T} is not a multiple of patch {P}; choose a patch that divides it")
         emb = self.time(timestep_embedding(t.to(x.device), self.time_dim).to(x.dtype))
         if self.classes is not None:
             emb = emb + self.classes(cond, B, x.device)
@@ -127,18 +138,22 @@ class DiffWave(nn.Module):
             m = state["mel"].to(x.dtype)
             if m.dim() != 3 or m.shape[1] != self.n_mels:
                 raise ValueError(f"diffwave: state['mel'] must be B×{self.n_mels}×frames, got {tuple(m.shape)}")
-            mel = self.upsampler(m, T)
+            mel = self.upsampler(m, T // P)
+        if P > 1:  # space-to-depth: channel c*P + j of position n holds sample n*P + j of channel c
+            x = x.reshape(B, C, T // P, P).transpose(2, 3).reshape(B, C * P, T // P)
         h = F.relu(self.inp(x))
         skip = torch.zeros_like(h)
         for layer in self.layers:
             h, s = layer(h, emb, mel)
             skip = skip + s
         out = self.final(F.relu(self.skip(skip / math.sqrt(len(self.layers)))))
+        if P > 1:
+            out = out.reshape(B, C, P, T // P).transpose(2, 3).reshape(B, C, T)
         return {self.field: out}
 
 
 def build_diffwave(space, diffusion, *, num_classes: int = 0, residual_channels: int = 64, layers: int = 20, cycle: int = 10,
-                   n_mels: int | None = None, hop: int | None = None, time_dim: int = 128, embed_dim: int = 512) -> DiffWave:
+                   n_mels: int | None = None, hop: int | None = None, time_dim: int = 128, embed_dim: int = 512, patch: int = 1) -> DiffWave:
     """Registered backbone ``diffwave`` for spaces with one continuous ``C×T`` field (``audio``, ``audio-sequence``).
 
     Options: ``residual_channels`` (R), ``layers`` (L), ``cycle`` (dilations ``2^(i mod cycle)``),
@@ -158,4 +173,4 @@ def build_diffwave(space, diffusion, *, num_classes: int = 0, residual_channels:
     shape = space.template(1)[fields[0].name].shape
     if len(shape) != 3:
         raise ValueError(f"diffwave needs a field of shape (channels, samples); space {space.name!r} gives {tuple(shape[1:])}")
-    return DiffWave(fields[0].name, int(shape[1]), int(residual_channels), int(layers), int(cycle), int(num_classes), int(n_mels), int(hop), int(time_dim), int(embed_dim))
+    return DiffWave(fields[0].name, int(shape[1]), int(residual_channels), int(layers), int(cycle), int(num_classes), int(n_mels), int(hop), int(time_dim), int(embed_dim), int(patch))

@@ -41,6 +41,45 @@ def test_receptive_field_is_exact():
     assert int(changed.min()) == p - half and int(changed.max()) == p + half
 
 
+def test_patches_fold_samples_into_channels():
+    """patch = P: the stack runs at T/P positions; a change at sample p reaches exactly the patches within
+    the stack's field (in patches) of p's patch, i.e. samples [(p//P - half) P, (p//P + half + 1) P)."""
+    P = 4
+    m = small(patch=P, channels=2).double()
+    torch.nn.init.normal_(m.final.weight)
+    half = sum(m.dilations)
+    assert m.receptive_field == (1 + 2 * half) * P
+    t = torch.tensor([0.3], dtype=torch.float64)
+    x = torch.randn(1, 2, 400, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert m({"wave": x}, t)["wave"].shape == x.shape
+    p = 201
+    seen = torch.zeros(400, dtype=torch.bool)
+    for k in range(3):
+        x = torch.randn(1, 2, 400, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+        y = x.clone()
+        y[0, 1, p] += 1.0
+        with torch.no_grad():
+            seen |= (m({"wave": y}, t)["wave"] - m({"wave": x}, t)["wave"]).abs()[0].amax(0) > 0
+    changed = seen.nonzero().flatten()
+    assert int(changed.min()) == (p // P - half) * P and int(changed.max()) == (p // P + half + 1) * P - 1
+    with pytest.raises(ValueError, match="multiple of patch"):
+        m({"wave": torch.randn(1, 2, 402, dtype=torch.float64)}, t)
+
+
+def test_patches_with_mel_conditioning():
+    m = small(patch=8, n_mels=20, hop=64)
+    torch.nn.init.normal_(m.final.weight)
+    wave = torch.rand(2, 1, 1024) * 2 - 1
+    mel = mel_spectrogram(wave, 8000, n_mels=20, hop=64)
+    x, t = torch.randn(2, 1, 1024), torch.rand(2)
+    with torch.no_grad():
+        a = m({"wave": x, "mel": mel}, t)["wave"]
+        b = m({"wave": x, "mel": mel.flip(-1)}, t)["wave"]
+    assert a.shape == x.shape and (a - b).abs().max() > 1e-5
+    with pytest.raises(ValueError, match="multiple of patch"):
+        small(patch=48, n_mels=20, hop=64)
+
+
 def test_class_conditioning_and_null_label():
     m = small(num_classes=10)
     torch.nn.init.normal_(m.final.weight)
