@@ -59,8 +59,7 @@ def evaluate_path(task: str, samples: str | Path, reference: str | Path | None =
     space = train.space
     items, labels, failures = space.read_labelled(samples)
     if reference is not None:
-        ref_items, ref_failures = space.read(Path(reference))
-        ref_labels = None
+        ref_items, ref_labels, ref_failures = space.read_labelled(Path(reference))
     else:
         ref_items, ref_labels = split_items(load_dataset(recipe, recipe.get("eval", {}).get("reference", "test")))
         ref_items, ref_failures = [space.validate(x) for x in ref_items], []

@@ -137,3 +137,18 @@ def test_metrics_keep_the_metric_contract(classifier, digits_splits):
     ctx = ctx_of(generated, train.labels[:100].tolist(), test, train=train)
     for metric in (digits_frechet, digits_accuracy):
         assert "output" in check_metric(metric, ctx)
+
+
+def test_eval_reads_labels_from_a_reference_folder(classifier, digits_splits, tmp_path):
+    """`diffkit eval --reference DIR`: the reference's labels come from the names `write` gave its files,
+    so the reference accuracy is reported beside the samples' (here the same 60 real test images)."""
+    from diffkit.evaluator import evaluate_path
+
+    test = digits_splits["test"]
+    images, labels = images_and_labels(test)
+    test.space.write(images[:60], tmp_path / "samples", labels=labels[:60])
+    test.space.write(images[:60], tmp_path / "reference", labels=labels[:60])
+    result = evaluate_path("digits", tmp_path / "samples", reference=tmp_path / "reference")
+    figures = result["figures"]
+    assert result["n_labelled"] == 60 and result["n_reference"] == 60
+    assert figures["digits_reference_accuracy"] == pytest.approx(figures["digits_accuracy"]) and figures["digits_accuracy"] > 0.9
