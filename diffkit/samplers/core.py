@@ -313,6 +313,16 @@ def _unipc_weights(h: float, ratios: list[float]) -> list[float]:
     return _solve([[r ** (k - 1) for r in ratios] for k in range(1, len(ratios) + 1)], rhs)
 
 
+def _unipc_differences(a_s: float, h: float, ratios: list[float], values: list, x0_t) -> list:
+    """The terms ``-a_s B(h) sum_m a_m (x0_hat_m - x0_hat_t)/r_m`` as ``(coefficient, tensor)`` pairs for :func:`_lin`."""
+    b_h = math.expm1(-h)
+    terms = []
+    for w, r, d in zip(_unipc_weights(h, ratios), ratios, values):
+        c = -a_s * b_h * w / r
+        terms += [(c, d), (-c, x0_t)]
+    return terms
+
+
 def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, lower_order_final: bool = True, generator=None, callback: Callable | None = None):
     """UniPC (Zhao et al. 2023) with the data prediction and ``B(h) = e^(-h) - 1``. Predictor (UniP):
     ``x_s = (s_s/s_t) x_t - a_s (e^(-h) - 1) x0_hat_t - a_s B(h) sum_m a_m D_m``, ``h = lambda_s - lambda_t``,
@@ -339,17 +349,11 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
                 x_prev, lam_prev, lam_now, k_prev, base = last[name]
                 a_now = lv.alpha[name][i]
                 h = lam_now - lam_prev
-                ratios = [(lam_m - lam_prev) / h for lam_m, _ in hist[-k_prev:-1][::-1]] + [1.0]
-                weights = _unipc_weights(h, ratios)
-                diffs = [(lam_m, d) for lam_m, d in hist[-k_prev:-1][::-1]] + [(lam_now, pred[name])]
-                x0_prev = hist[-1][1]
-                b_h = math.expm1(-h)
-                terms = [(1.0, base)]
-                for w, r, (_, d) in zip(weights, ratios, diffs):
-                    c = -a_now * b_h * w / r  # the term -a B w (d - x0_prev)/r
-                    terms += [(c, d), (-c, x0_prev)]
+                prev = hist[-k_prev:-1][::-1]
+                ratios = [(lam_m - lam_prev) / h for lam_m, _ in prev] + [1.0]
+                values = [d for _, d in prev] + [pred[name]]
                 x = State(x)
-                x[name] = _lin(*terms)
+                x[name] = _lin((1.0, base), *_unipc_differences(a_now, h, ratios, values, hist[-1][1]))
                 out[name] = x[name]
             lam_t = lv.lam(name, i)
             hist.append((lam_t, pred[name]))
@@ -362,15 +366,12 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
             k = min(order, len(hist), K - 1 - i) if lower_order_final else min(order, len(hist))
             h = lv.lam(name, i + 1) - lam_t
             base = _lin((s_s / s_t, x[name]), (-a_s * math.expm1(-h), pred[name]))
-            terms = [(1.0, base)]
             if k > 1:
                 prev = hist[-k:-1][::-1]
                 ratios = [(lam_m - lam_t) / h for lam_m, _ in prev]
-                b_h = math.expm1(-h)
-                for w, r, (_, d) in zip(_unipc_weights(h, ratios), ratios, prev):
-                    c = -a_s * b_h * w / r
-                    terms += [(c, d), (-c, pred[name])]
-            out[name] = _lin(*terms) if len(terms) > 1 else base
+                out[name] = _lin((1.0, base), *_unipc_differences(a_s, h, ratios, [d for _, d in prev], pred[name]))
+            else:
+                out[name] = base
             last[name] = (x[name], lam_t, lv.lam(name, i + 1), k, base)
         _step_categorical(diffusion, x, pred, lv, i, generator, out)
         x = _finish(out, callback, i, pred)
