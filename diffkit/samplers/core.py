@@ -339,16 +339,17 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
     K = len(lv)
     history = {name: [] for name in diffusion.gaussian_fields}  # (lambda_i, x0_hat_i), newest last
-    last = {}  # name -> (x_t, lambda_t, lambda_s, order used, x_s without differences) of the previous step
+    last = {}  # name -> (order used, x_s without differences) of the previous step
     for i, t in enumerate(lv.times):
         pred = denoiser(x, t)
         out = State(x)
         for name in diffusion.gaussian_fields:
             hist = history[name]
-            if corrector and name in last:  # UniC: redo the previous step with this evaluation added
-                x_prev, lam_prev, lam_now, k_prev, base = last[name]
-                a_now = lv.alpha[name][i]
-                h = lam_now - lam_prev
+            final = lv.sigma[name][i + 1] == 0  # this step lands on x0_hat, so a corrected x_t would go unused
+            if corrector and name in last and not final:  # UniC: redo the previous step with this evaluation added
+                k_prev, base = last[name]
+                a_now, lam_prev = lv.alpha[name][i], lv.lam(name, i - 1)
+                h = lv.lam(name, i) - lam_prev
                 prev = hist[-k_prev:-1][::-1]
                 ratios = [(lam_m - lam_prev) / h for lam_m, _ in prev] + [1.0]
                 values = [d for _, d in prev] + [pred[name]]
@@ -359,9 +360,8 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
             hist.append((lam_t, pred[name]))
             del hist[:-order]
             a_s, s_t, s_s = lv.alpha[name][i + 1], lv.sigma[name][i], lv.sigma[name][i + 1]
-            if s_s == 0:
+            if final:
                 out[name] = pred[name]
-                last.pop(name, None)
                 continue
             k = min(order, len(hist), K - 1 - i) if lower_order_final else min(order, len(hist))
             h = lv.lam(name, i + 1) - lam_t
@@ -372,7 +372,7 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
                 out[name] = _lin((1.0, base), *_unipc_differences(a_s, h, ratios, [d for _, d in prev], pred[name]))
             else:
                 out[name] = base
-            last[name] = (x[name], lam_t, lv.lam(name, i + 1), k, base)
+            last[name] = (k, base)
         _step_categorical(diffusion, x, pred, lv, i, generator, out)
         x = _finish(out, callback, i, pred)
     return x
