@@ -17,7 +17,10 @@ Patches (``patch = P > 1``, off by default): the waveform is folded P samples at
 (``C×T -> CP×T/P``, space-to-depth) before ``W_in`` and unfolded after ``W_out``, so the residual stack
 runs at ``T/P`` positions and its receptive field counts in patches: P times longer for the same layers,
 at about the cost of P times more residual channels. This is how the CPU tier of spoken-digits affords
-a stack that hears the whole word.
+a stack that hears the whole word. With ``patch_kernel = K > P`` the fold and unfold overlap: the input
+is read by a convolution of K samples at stride P and the output written by a transposed convolution of
+K samples at stride P (both padded by ``(K - P) / 2``), so neighbouring patches share samples instead of
+meeting at hard boundaries every P samples.
 
 Mel conditioning (a vocoder): built with ``n_mels > 0`` the model reads ``state["mel"]`` (B×n_mels×F
 log-mel frames, ``F = T / hop``, as computed by :func:`mel_spectrogram`), upsamples it to the sample
@@ -98,28 +101,41 @@ class DiffWave(nn.Module):
     """The DiffWave denoiser on one waveform field (see the module docstring for the equations)."""
 
     def __init__(self, field: str = "wave", channels: int = 1, residual_channels: int = 64, layers: int = 20, cycle: int = 10,
-                 num_classes: int = 0, n_mels: int = 0, hop: int = 64, time_dim: int = 128, embed_dim: int = 512, patch: int = 1):
+                 num_classes: int = 0, n_mels: int = 0, hop: int = 64, time_dim: int = 128, embed_dim: int = 512, patch: int = 1,
+                 patch_kernel: int | None = None):
         super().__init__()
         if layers < 1 or cycle < 1 or residual_channels < 1 or patch < 1:
             raise ValueError(f"diffwave: layers, cycle, residual_channels and patch must be positive, got {layers}, {cycle}, {residual_channels}, {patch}")
         if n_mels and hop % patch:
             raise ValueError(f"diffwave: the mel hop ({hop}) must be a multiple of patch ({patch}); use a patch that divides it")
+        kernel = int(patch if patch_kernel is None else patch_kernel)
+        if kernel < patch or (kernel - patch) % 2:
+            raise ValueError(f"diffwave: patch_kernel ({kernel}) must be at least patch ({patch}) and differ from it by an even number, e.g. {2 * patch}")
         self.field, self.time_dim, self.n_mels, self.hop, self.patch = field, int(time_dim), int(n_mels), int(hop), int(patch)
+        self.patch_kernel = kernel
         self.dilations = [2 ** (i % cycle) for i in range(layers)]
-        self.inp = nn.Conv1d(channels * self.patch, residual_channels, 1)
+        if kernel == self.patch:  # space-to-depth, then a 1×1 convolution (the same map as a stride-P convolution of P samples)
+            self.inp = nn.Conv1d(channels * self.patch, residual_channels, 1)
+        else:
+            self.inp = nn.Conv1d(channels, residual_channels, kernel, stride=self.patch, padding=(kernel - self.patch) // 2)
         self.time = nn.Sequential(nn.Linear(time_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim), nn.SiLU())
         self.classes = ClassEmbedding(num_classes, embed_dim) if num_classes else None
         self.upsampler = MelUpsampler(hop // self.patch) if n_mels else None
         self.layers = nn.ModuleList(ResidualLayer(residual_channels, d, embed_dim, n_mels) for d in self.dilations)
         self.skip = nn.Conv1d(residual_channels, residual_channels, 1)
-        self.final = nn.Conv1d(residual_channels, channels * self.patch, 1)
+        if kernel == self.patch:
+            self.final = nn.Conv1d(residual_channels, channels * self.patch, 1)
+        else:
+            self.final = nn.ConvTranspose1d(residual_channels, channels, kernel, stride=self.patch, padding=(kernel - self.patch) // 2)
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
     @property
     def receptive_field(self) -> int:
-        """Samples of input that one output sample sees: ``(1 + 2 * sum(dilations)) * patch`` (kernel 3)."""
-        return (1 + 2 * sum(self.dilations)) * self.patch
+        """Samples of input that one output sample sees: ``(1 + 2 * sum(dilations)) * patch`` (kernel 3) with
+        plain patches; overlapping ones (``patch_kernel = K``) add ``2 (K - P)``: ``K - P`` on reading, ``K - P``
+        on writing."""
+        return (1 + 2 * sum(self.dilations)) * self.patch + 2 * (self.patch_kernel - self.patch)
 
     def forward(self, state, t: torch.Tensor, cond: torch.Tensor | None = None) -> dict:
         x = state[self.field]
@@ -139,7 +155,8 @@ class DiffWave(nn.Module):
             if m.dim() != 3 or m.shape[1] != self.n_mels:
                 raise ValueError(f"diffwave: state['mel'] must be B×{self.n_mels}×frames, got {tuple(m.shape)}")
             mel = self.upsampler(m, T // P)
-        if P > 1:  # space-to-depth: channel c*P + j of position n holds sample n*P + j of channel c
+        folded = P > 1 and self.patch_kernel == P
+        if folded:  # space-to-depth: channel c*P + j of position n holds sample n*P + j of channel c
             x = x.reshape(B, C, T // P, P).transpose(2, 3).reshape(B, C * P, T // P)
         h = F.relu(self.inp(x))
         skip = torch.zeros_like(h)
@@ -147,18 +164,20 @@ class DiffWave(nn.Module):
             h, s = layer(h, emb, mel)
             skip = skip + s
         out = self.final(F.relu(self.skip(skip / math.sqrt(len(self.layers)))))
-        if P > 1:
+        if folded:
             out = out.reshape(B, C, P, T // P).transpose(2, 3).reshape(B, C, T)
         return {self.field: out}
 
 
 def build_diffwave(space, diffusion, *, num_classes: int = 0, residual_channels: int = 64, layers: int = 20, cycle: int = 10,
-                   n_mels: int | None = None, hop: int | None = None, time_dim: int = 128, embed_dim: int = 512, patch: int = 1) -> DiffWave:
+                   n_mels: int | None = None, hop: int | None = None, time_dim: int = 128, embed_dim: int = 512, patch: int = 1,
+                   patch_kernel: int | None = None) -> DiffWave:
     """Registered backbone ``diffwave`` for spaces with one continuous ``C×T`` field (``audio``, ``audio-sequence``).
 
     Options: ``residual_channels`` (R), ``layers`` (L), ``cycle`` (dilations ``2^(i mod cycle)``),
     ``n_mels``/``hop`` (mel conditioning from ``state["mel"]``; 0 = off; by default those of the space's
-    ``mel`` conditioning field, so a vocoder recipe sets them once, in ``[data] space``), ``time_dim``, ``embed_dim``."""
+    ``mel`` conditioning field, so a vocoder recipe sets them once, in ``[data] space``), ``time_dim``, ``embed_dim``,
+    ``patch`` (fold P samples into channels) and ``patch_kernel`` (K > P: overlapping fold and unfold)."""
     fields = [f for f in space.fields if f.kind == "continuous" and f.diffused]
     if len(fields) != 1:
         raise ValueError(f"diffwave models one continuous waveform field; space {space.name!r} has {[f.name for f in space.fields]}; use an audio space")
@@ -173,4 +192,5 @@ def build_diffwave(space, diffusion, *, num_classes: int = 0, residual_channels:
     shape = space.template(1)[fields[0].name].shape
     if len(shape) != 3:
         raise ValueError(f"diffwave needs a field of shape (channels, samples); space {space.name!r} gives {tuple(shape[1:])}")
-    return DiffWave(fields[0].name, int(shape[1]), int(residual_channels), int(layers), int(cycle), int(num_classes), int(n_mels), int(hop), int(time_dim), int(embed_dim), int(patch))
+    return DiffWave(fields[0].name, int(shape[1]), int(residual_channels), int(layers), int(cycle), int(num_classes), int(n_mels), int(hop), int(time_dim), int(embed_dim), int(patch),
+                    None if patch_kernel is None else int(patch_kernel))

@@ -66,6 +66,38 @@ def test_patches_fold_samples_into_channels():
         m({"wave": torch.randn(1, 2, 402, dtype=torch.float64)}, t)
 
 
+@pytest.mark.parametrize("p", [200, 201, 203])
+def test_overlapping_patches_reach_exactly_their_windows(p):
+    """patch_kernel = K > P: positions n read samples [nP - h, nP + P + h) and write the same range
+    (h = (K - P) / 2), so a change at sample p reaches the samples written by the positions within the
+    stack's field of those that read p, and nothing else."""
+    P, K = 4, 8
+    h = (K - P) // 2
+    m = small(patch=P, patch_kernel=K, channels=2).double()
+    torch.nn.init.normal_(m.final.weight)
+    half = sum(m.dilations)
+    assert m.receptive_field == (1 + 2 * half) * P + 2 * (K - P)
+    t = torch.tensor([0.3], dtype=torch.float64)
+    readers = [n for n in range(100) if n * P - h <= p < n * P + P + h]
+    assert len(readers) == K // P
+    first, last = (readers[0] - half) * P - h, (readers[-1] + half) * P + P + h - 1
+    seen = torch.zeros(400, dtype=torch.bool)
+    for k in range(3):
+        x = torch.randn(1, 2, 400, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+        y = x.clone()
+        y[0, 0, p] += 1.0
+        with torch.no_grad():
+            out = m({"wave": x}, t)["wave"]
+            seen |= (m({"wave": y}, t)["wave"] - out).abs()[0].amax(0) > 0
+        assert out.shape == x.shape
+    changed = seen.nonzero().flatten()
+    assert int(changed.min()) == first and int(changed.max()) == last
+    assert last - first + 1 == m.receptive_field
+    assert torch.count_nonzero(small(patch=P, patch_kernel=K)({"wave": x.float()[:, :1]}, t.float())["wave"]) == 0  # zero start
+    with pytest.raises(ValueError, match="patch_kernel"):
+        small(patch=4, patch_kernel=7)
+
+
 def test_patches_with_mel_conditioning():
     m = small(patch=8, n_mels=20, hop=64)
     torch.nn.init.normal_(m.final.weight)
