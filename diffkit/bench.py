@@ -84,10 +84,19 @@ def tier_recipe(recipe: dict, tier: str) -> tuple[dict, dict]:
         "ancestral_steps": int(over.get("ancestral_steps", bench.get("ancestral_steps", 1000))),
         "primary": bench.get("primary"),
         "higher_is_better": bool(bench.get("higher_is_better", False)),
-        "guidance": over.get("guidance", bench.get("guidance", recipe["sample"].get("guidance"))),
+        "guidance": _guidance_list(over.get("guidance", bench.get("guidance", recipe["sample"].get("guidance")))),
         "options": bench.get("options", {}),
     }
     return recipe, plan
+
+
+def _guidance_list(value) -> list:
+    """A tier's guidance: one scale, a list of scales (every sampler row is run at each), or none."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    for w in values:
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float))):
+            raise ValueError(f"bench guidance must be a number or a list of numbers, got {value!r}; e.g. guidance = [2.0, 4.0]")
+    return [None if w is None else float(w) for w in values] or [None]
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -129,16 +138,18 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
     rows = []
     jobs = [(s, nfe) for s in plan["samplers"] if s in SAMPLERS for nfe in plan["nfe"]]
     jobs.append(("ancestral", plan["ancestral_steps"]))
-    for sampler, nfe in jobs:
+    several = len(plan["guidance"]) > 1
+    jobs = [(sampler, nfe, w) for w in plan["guidance"] for sampler, nfe in jobs]
+    for sampler, nfe, guidance in jobs:
         fn = SAMPLERS[sampler]
         opts = plan["options"].get(sampler, {})
         steps = nfe if sampler == "ancestral" else steps_for_nfe(fn, nfe, **opts)
         if progress:
-            print(f"[bench {tier}] {name}: {sampler} at NFE {fn.nfe(steps, **opts)}", file=sys.stderr, flush=True)
+            print(f"[bench {tier}] {name}: {sampler} at NFE {fn.nfe(steps, **opts)}" + (f", guidance {guidance:g}" if several else ""), file=sys.stderr, flush=True)
         if device.startswith("cuda") and torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        items, labels, timing = generate(run, plan["n"], sampler=sampler, steps=steps, guidance=plan["guidance"], seed=seed, device=device, options=opts)
-        sample_dir = task_dir / "samples" / f"{sampler}-nfe{timing['nfe']}"
+        items, labels, timing = generate(run, plan["n"], sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, options=opts)
+        sample_dir = task_dir / "samples" / (f"{sampler}-nfe{timing['nfe']}" + (f"-w{guidance:g}" if several else ""))
         if reference_data is None and recipe.get("eval", {}).get("metrics"):
             from diffkit.pipeline import load_dataset
 
@@ -148,7 +159,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
         run.space.write(items[: min(len(items), 64)], sample_dir, **write_kwargs)
         nfe_per_sample = timing["nfe"]
         rows.append({
-            "sampler": sampler, "steps": steps, "nfe": nfe_per_sample, "n": plan["n"], "seconds": timing["seconds"],
+            "sampler": sampler, "steps": steps, "nfe": nfe_per_sample, "guidance": guidance, "n": plan["n"], "seconds": timing["seconds"],
             "samples_per_second": timing["samples_per_second"], "seconds_per_nfe": timing["seconds_per_evaluation"],
             "peak_memory_mb": _peak_memory_mb(device), "metrics": {k: v for k, v in metrics.items() if k != "errors"}, "metric_errors": metrics.get("errors", {}),
         })
@@ -171,12 +182,14 @@ def _plot_task(name: str, rows: list[dict], metric: str, path: Path) -> Path | N
     from diffkit.plotting import curves_png
 
     series = {}
+    several = len({row.get("guidance") for row in rows}) > 1
     for row in rows:
         value = row["metrics"].get(metric)
         if isinstance(value, float) and math.isfinite(value):
-            series.setdefault(row["sampler"], ([], []))
-            series[row["sampler"]][0].append(row["nfe"])
-            series[row["sampler"]][1].append(value)
+            label = row["sampler"] + (f", w = {row['guidance']:g}" if several and row.get("guidance") is not None else "")
+            series.setdefault(label, ([], []))
+            series[label][0].append(row["nfe"])
+            series[label][1].append(value)
     if not series:
         return None
     positive = all(v > 0 for _, ys in series.values() for v in ys)
@@ -199,8 +212,9 @@ def render_markdown(report: dict) -> str:
             vals = [r["metrics"].get(k) for r in task["rows"] if isinstance(r["metrics"].get(k), (int, float))]
             if vals and k == task["primary"]:
                 best[k] = max(vals) if task["higher_is_better"] else min(vals)
-        lines.append("| sampler | NFE | " + " | ".join(keys) + " | samples/s | s per NFE |")
-        lines.append("|---|---:|" + "---:|" * len(keys) + "---:|---:|")
+        guided = any(r.get("guidance") is not None for r in task["rows"])
+        lines.append("| sampler | NFE | " + ("guidance | " if guided else "") + " | ".join(keys) + " | samples/s | s per NFE |")
+        lines.append("|---|---:|" + ("---:|" if guided else "") + "---:|" * len(keys) + "---:|---:|")
         for r in task["rows"]:
             cells = []
             for k in keys:
@@ -209,7 +223,8 @@ def render_markdown(report: dict) -> str:
                 if k in best and v == best[k]:
                     text = f"**{text}**"
                 cells.append(text)
-            lines.append(f"| {r['sampler']} | {r['nfe']} | " + " | ".join(cells) + f" | {r['samples_per_second']:.1f} | {r['seconds_per_nfe']:.4f} |")
+            w = r.get("guidance")
+            lines.append(f"| {r['sampler']} | {r['nfe']} | " + ((f"{w:g} | " if w is not None else "none | ") if guided else "") + " | ".join(cells) + f" | {r['samples_per_second']:.1f} | {r['seconds_per_nfe']:.4f} |")
         if task.get("plot"):
             lines += ["", f"![{name}]({Path(task['plot']).relative_to(report['out']) if task['plot'].startswith(report['out']) else task['plot']})"]
         lines.append("")

@@ -64,3 +64,24 @@ def test_a_time_budget_reports_the_steps_it_reached(tiny_task, tmp_path):
     trained = json.loads((tmp_path / "tasks" / tiny_task / "run" / "config.json").read_text())["step"]
     assert task["train"]["steps_planned"] == 100000 and task["train"]["steps"] == trained < 100000
     assert f"training: {trained} steps" in (tmp_path / "report.md").read_text() and "stopped by its time budget" in (tmp_path / "report.md").read_text()
+
+
+def test_a_list_of_guidance_scales_runs_every_row_at_each(tiny_task, tmp_path):
+    """guidance = [w1, w2] in a tier: each sampler row is run at both scales, recorded per row, written to
+    its own samples folder and shown in a guidance column; a scale that is not a number is refused."""
+    from diffkit.bench import tier_recipe
+
+    recipe = registry.load("recipes", tiny_task)()
+    recipe["bench"]["quick"]["nfe"] = [5]
+    recipe["bench"]["quick"]["guidance"] = [1.0, 3.0]
+    run_bench("quick", [tiny_task], out=tmp_path, progress=False)
+    task = json.loads((tmp_path / "report.json").read_text())["tasks"][tiny_task]
+    assert "error" not in task, task
+    assert [(r["sampler"], r["nfe"], r["guidance"]) for r in task["rows"]] == [
+        ("ddim", 5, 1.0), ("dpmpp-2m", 5, 1.0), ("ancestral", 20, 1.0), ("ddim", 5, 3.0), ("dpmpp-2m", 5, 3.0), ("ancestral", 20, 3.0)]
+    assert {p.name for p in (tmp_path / "tasks" / tiny_task / "samples").iterdir()} >= {"ddim-nfe5-w1", "ddim-nfe5-w3", "ancestral-nfe20-w3"}
+    md = (tmp_path / "report.md").read_text()
+    assert "| sampler | NFE | guidance |" in md and "| ddim | 5 | 3 |" in md
+    recipe["bench"]["quick"]["guidance"] = ["strong"]
+    with pytest.raises(ValueError, match="guidance must be a number"):
+        tier_recipe(recipe, "quick")
