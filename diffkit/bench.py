@@ -17,11 +17,13 @@ A recipe's bench table::
     higher_is_better = false
     samplers = ["ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m"]
     ancestral_steps = 1000
+    guidance = 2.0                       # classifier-free guidance scale (default: the recipe's [sample] guidance)
     [bench.quick]                        # per-tier overrides
     train = { steps = 300 }
     n = 500
     nfe = [10]
     ancestral_steps = 100
+    guidance = [2.0, 4.0]                # a list: every sampler row is run at each scale
 """
 from __future__ import annotations
 
