@@ -3,7 +3,9 @@
 A task is a registered recipe that carries a ``[bench]`` table. For each task and tier the protocol
 trains with the tier's fixed budget and seed, samples with every applicable sampler at each NFE of
 the tier (plus the ancestral sampler at full length), scores the samples with the task's metrics and
-times everything: training items/s, samples/s, seconds per network evaluation, peak memory.
+times everything: training items/s, samples/s, seconds per network evaluation, peak memory; for spaces
+whose elements last a time (``space.duration`` seconds, audio), also seconds of signal trained per second
+and the sampling real-time factor, seconds of compute per second of signal (below 1: faster than real time).
 
 Output in ``--out``: ``report.json`` (every figure, the machine, versions, seed, tier), ``report.md``
 (tables), one PNG per task of its primary metric against NFE per sampler, and the samples themselves
@@ -136,6 +138,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
     log = [r for r in read_log(run_dir) if "items_per_second" in r]
     throughput = sum(r["items_per_second"] for r in log) / max(len(log), 1)
     run = load_run(run_dir, device=device)
+    duration = getattr(run.space, "duration", None)  # seconds of signal per element, for spaces that have one (audio)
     reference_data = None
     rows = []
     jobs = [(s, nfe) for s in plan["samplers"] if s in SAMPLERS for nfe in plan["nfe"]]
@@ -163,12 +166,14 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
         rows.append({
             "sampler": sampler, "steps": steps, "nfe": nfe_per_sample, "guidance": guidance, "n": plan["n"], "seconds": timing["seconds"],
             "samples_per_second": timing["samples_per_second"], "seconds_per_nfe": timing["seconds_per_evaluation"],
-            "peak_memory_mb": _peak_memory_mb(device), "metrics": {k: v for k, v in metrics.items() if k != "errors"}, "metric_errors": metrics.get("errors", {}),
+            "peak_memory_mb": _peak_memory_mb(device),
+            **({"real_time_factor": timing["seconds"] / (plan["n"] * duration)} if duration else {}), "metrics": {k: v for k, v in metrics.items() if k != "errors"}, "metric_errors": metrics.get("errors", {}),
         })
     primary = plan["primary"] or _first_metric(rows)
     plot = _plot_task(name, rows, primary, task_dir / f"{name}-{primary}-vs-nfe.png") if primary else None
     return {"task": name, "recipe": recipe["name"], "tier": tier, "train": {"steps": steps_done, "steps_planned": recipe["train"]["steps"], "batch_size": recipe["train"]["batch_size"],
-            "seconds": train_seconds, "items_per_second": throughput}, "primary": primary, "higher_is_better": plan["higher_is_better"],
+            "seconds": train_seconds, "items_per_second": throughput, **({"signal_seconds_per_second": throughput * duration} if duration else {})},
+            **({"seconds_per_item": duration} if duration else {}), "primary": primary, "higher_is_better": plan["higher_is_better"],
             "rows": rows, "plot": None if plot is None else str(plot), "samples_dir": str(task_dir / "samples")}
 
 
@@ -207,6 +212,7 @@ def render_markdown(report: dict) -> str:
             continue
         tr = task["train"]
         lines += [f"## {name}", "", f"training: {tr['steps']} steps of {tr['batch_size']} in {tr['seconds']:.1f} s ({tr['items_per_second']:.0f} items/s)"
+                  + (f" = {tr['signal_seconds_per_second']:.1f} s of signal per second" if "signal_seconds_per_second" in tr else "")
                   + (f", stopped by its time budget ({tr['steps_planned']} planned)" if tr.get("steps_planned", tr["steps"]) > tr["steps"] else ""), ""]
         keys = sorted({k for r in task["rows"] for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         best = {}
@@ -215,8 +221,9 @@ def render_markdown(report: dict) -> str:
             if vals and k == task["primary"]:
                 best[k] = max(vals) if task["higher_is_better"] else min(vals)
         guided = any(r.get("guidance") is not None for r in task["rows"])
-        lines.append("| sampler | NFE | " + ("guidance | " if guided else "") + " | ".join(keys) + " | samples/s | s per NFE |")
-        lines.append("|---|---:|" + ("---:|" if guided else "") + "---:|" * len(keys) + "---:|---:|")
+        timed = all("real_time_factor" in r for r in task["rows"])
+        lines.append("| sampler | NFE | " + ("guidance | " if guided else "") + " | ".join(keys) + " | samples/s | s per NFE |" + (" RTF |" if timed else ""))
+        lines.append("|---|---:|" + ("---:|" if guided else "") + "---:|" * len(keys) + "---:|---:|" + ("---:|" if timed else ""))
         for r in task["rows"]:
             cells = []
             for k in keys:
@@ -226,7 +233,8 @@ def render_markdown(report: dict) -> str:
                     text = f"**{text}**"
                 cells.append(text)
             w = r.get("guidance")
-            lines.append(f"| {r['sampler']} | {r['nfe']} | " + ((f"{w:g} | " if w is not None else "none | ") if guided else "") + " | ".join(cells) + f" | {r['samples_per_second']:.1f} | {r['seconds_per_nfe']:.4f} |")
+            lines.append(f"| {r['sampler']} | {r['nfe']} | " + ((f"{w:g} | " if w is not None else "none | ") if guided else "") + " | ".join(cells) + f" | {r['samples_per_second']:.1f} | {r['seconds_per_nfe']:.4f} |"
+                         + (f" {r['real_time_factor']:.3g} |" if timed else ""))
         if task.get("plot"):
             lines += ["", f"![{name}]({Path(task['plot']).relative_to(report['out']) if task['plot'].startswith(report['out']) else task['plot']})"]
         lines.append("")

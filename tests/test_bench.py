@@ -85,3 +85,22 @@ def test_a_list_of_guidance_scales_runs_every_row_at_each(tiny_task, tmp_path):
     recipe["bench"]["quick"]["guidance"] = ["strong"]
     with pytest.raises(ValueError, match="guidance must be a number"):
         tier_recipe(recipe, "quick")
+
+
+def test_spaces_with_a_duration_get_real_time_factors(tiny_task, tmp_path, monkeypatch):
+    """A space whose elements last ``duration`` seconds (audio) gets, per row, the real-time factor
+    seconds / (n * duration), and for training the seconds of signal per second; other spaces get neither."""
+    from diffkit.spaces import AudioSequence, EuclideanSpace
+
+    assert AudioSequence(length=4096, sample_rate=8000).duration == 0.512
+    assert not hasattr(EuclideanSpace(2), "duration")
+    monkeypatch.setattr(EuclideanSpace, "duration", 0.25, raising=False)
+    run_bench("quick", [tiny_task], out=tmp_path, progress=False)
+    task = json.loads((tmp_path / "report.json").read_text())["tasks"][tiny_task]
+    assert "error" not in task, task
+    assert task["seconds_per_item"] == 0.25
+    assert task["train"]["signal_seconds_per_second"] == pytest.approx(task["train"]["items_per_second"] * 0.25)
+    for r in task["rows"]:
+        assert r["real_time_factor"] == pytest.approx(r["seconds"] / (r["n"] * 0.25))
+    md = (tmp_path / "report.md").read_text()
+    assert " RTF |" in md and "s of signal per second" in md

@@ -43,6 +43,11 @@ class AudioSequence(Space):
         self.field_name = field
         self.fields = (FieldSpec(field),)
 
+    @property
+    def duration(self) -> float:
+        """Seconds of signal in one element, ``length / sample_rate`` (``diffkit bench`` reports real-time factors from it)."""
+        return self.length / self.sample_rate
+
     def validate(self, item: Any) -> torch.Tensor:
         rate = self.sample_rate
         if isinstance(item, AudioClip) or (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int)):
