@@ -41,6 +41,20 @@ def test_receptive_field_is_exact():
     assert int(changed.min()) == p - half and int(changed.max()) == p + half
 
 
+def samples_reached(m, p: int, channel: int, channels: int = 2, length: int = 400) -> torch.Tensor:
+    """Output samples (any channel) that change when input sample ``p`` of ``channel`` does, over three
+    random ``channels × length`` inputs (a ReLU can silence a path on one input), at t = 0.3, in float64."""
+    t = torch.tensor([0.3], dtype=torch.float64)
+    seen = torch.zeros(length, dtype=torch.bool)
+    for k in range(3):
+        x = torch.randn(1, channels, length, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+        y = x.clone()
+        y[0, channel, p] += 1.0
+        with torch.no_grad():
+            seen |= (m({"wave": y}, t)["wave"] - m({"wave": x}, t)["wave"]).abs()[0].amax(0) > 0
+    return seen.nonzero().flatten()
+
+
 def test_patches_fold_samples_into_channels():
     """patch = P: the stack runs at T/P positions; a change at sample p reaches exactly the patches within
     the stack's field (in patches) of p's patch, i.e. samples [(p//P - half) P, (p//P + half + 1) P)."""
@@ -53,14 +67,7 @@ def test_patches_fold_samples_into_channels():
     x = torch.randn(1, 2, 400, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert m({"wave": x}, t)["wave"].shape == x.shape
     p = 201
-    seen = torch.zeros(400, dtype=torch.bool)
-    for k in range(3):
-        x = torch.randn(1, 2, 400, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
-        y = x.clone()
-        y[0, 1, p] += 1.0
-        with torch.no_grad():
-            seen |= (m({"wave": y}, t)["wave"] - m({"wave": x}, t)["wave"]).abs()[0].amax(0) > 0
-    changed = seen.nonzero().flatten()
+    changed = samples_reached(m, p, channel=1)
     assert int(changed.min()) == (p // P - half) * P and int(changed.max()) == (p // P + half + 1) * P - 1
     with pytest.raises(ValueError, match="multiple of patch"):
         m({"wave": torch.randn(1, 2, 402, dtype=torch.float64)}, t)
@@ -81,16 +88,10 @@ def test_overlapping_patches_reach_exactly_their_windows(p):
     readers = [n for n in range(100) if n * P - h <= p < n * P + P + h]
     assert len(readers) == K // P
     first, last = (readers[0] - half) * P - h, (readers[-1] + half) * P + P + h - 1
-    seen = torch.zeros(400, dtype=torch.bool)
-    for k in range(3):
-        x = torch.randn(1, 2, 400, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
-        y = x.clone()
-        y[0, 0, p] += 1.0
-        with torch.no_grad():
-            out = m({"wave": x}, t)["wave"]
-            seen |= (m({"wave": y}, t)["wave"] - out).abs()[0].amax(0) > 0
-        assert out.shape == x.shape
-    changed = seen.nonzero().flatten()
+    x = torch.randn(1, 2, 400, dtype=torch.float64)
+    with torch.no_grad():
+        assert m({"wave": x}, t)["wave"].shape == x.shape
+    changed = samples_reached(m, p, channel=0)
     assert int(changed.min()) == first and int(changed.max()) == last
     assert last - first + 1 == m.receptive_field
     assert torch.count_nonzero(small(patch=P, patch_kernel=K)({"wave": x.float()[:, :1]}, t.float())["wave"]) == 0  # zero start
