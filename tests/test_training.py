@@ -144,6 +144,30 @@ def test_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_path):
         load_run(trained)
 
 
+@pytest.mark.parametrize("low_bytes", [b"\x80", b"PK"])
+def test_safetensors_whose_header_length_looks_like_a_pickle_or_zip_is_accepted(tmp_path, low_bytes):
+    """A safetensors file starts with its header's length; when that length's low byte is 0x80 (pickle's
+    opening byte) or its low two bytes spell "PK" (a zip's), the file is still safetensors and is loaded."""
+    from safetensors.torch import save_file
+
+    from diffkit.training.checkpoint import _refuse_foreign
+
+    target = int.from_bytes(low_bytes, "little")
+    modulus = 256 ** len(low_bytes)
+    path = tmp_path / "model.safetensors"
+    for pad in range(0, 2 * modulus, 8):
+        save_file({"w": torch.arange(3.0)}, str(path), metadata={"pad": "x" * pad})
+        head = path.read_bytes()[:8]
+        if int.from_bytes(head, "little") % modulus == target:
+            break
+    assert path.read_bytes()[: len(low_bytes)] == low_bytes
+    _refuse_foreign(path)  # no error: the header says safetensors
+    assert torch.equal(load_file(str(path))["w"], torch.arange(3.0))
+    path.write_bytes(pickle.dumps({"w": [0.0, 1.0, 2.0]}))
+    with pytest.raises(CheckpointError, match="pickle"):
+        _refuse_foreign(path)
+
+
 @pytest.mark.parametrize("content,needle", [("{not json", "not valid JSON"), ('{"hello": 1}', "not a diffkit checkpoint")])
 def test_foreign_config_is_refused(trained, content, needle):
     (trained / "config.json").write_text(content)

@@ -90,8 +90,14 @@ def sha256(path: Path) -> str:
 
 
 def _refuse_foreign(path: Path) -> None:
+    """A safetensors file opens with its JSON header's length (8 bytes, little-endian) and then ``{``. That is
+    checked first: the length's low byte may itself be ``0x80`` (pickle's first byte) or the two bytes ``PK``
+    (a zip's), so the signatures of torch.save files are only looked for in files that are not safetensors."""
     with open(path, "rb") as f:
         head = f.read(16)
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < header_len <= os.path.getsize(path) - 8:
+        return
     if head[:1] == b"\x80" or head[:2] == b"PK":
         raise CheckpointError(
             f"{path} is a pickle/torch.save file, which can run code when loaded; diffkit refuses it. "
@@ -99,9 +105,7 @@ def _refuse_foreign(path: Path) -> None:
         )
     if len(head) < 8:
         raise CheckpointError(f"{path} is truncated ({len(head)} bytes); restore it or retrain")
-    header_len = int.from_bytes(head[:8], "little")
-    if header_len <= 0 or header_len > os.path.getsize(path) or head[8:9] != b"{":
-        raise CheckpointError(f"{path} is not a safetensors file (bad header); it is corrupt or foreign, restore it or retrain")
+    raise CheckpointError(f"{path} is not a safetensors file (bad header); it is corrupt or foreign, restore it or retrain")
 
 
 def read_config(run_dir: Path) -> dict:
