@@ -25,14 +25,14 @@ def test_classifier_is_cached_as_safetensors_and_json(real, audio_cache):
     model = digit_classifier(8000, 4096)
     files = sorted(p.name for p in (audio_cache / "spoken-digits-classifier").iterdir())
     assert any(f.endswith(".safetensors") for f in files) and any(f.endswith(".json") for f in files)
-    assert model.info["val_accuracy"] > 0.85
+    assert model.info["val_accuracy"] >= 0.97  # a judge that recognises real words (it scores 1.0 on its 200)
 
 
 def test_accuracy_of_real_clips_is_high_and_of_wrong_labels_low(real):
     items, labels, _ = real
     right = spoken_digits_accuracy(ctx_of(items, labels, real))
     wrong = spoken_digits_accuracy(ctx_of(items, [(y + 1) % 10 for y in labels], real))
-    assert right["spoken_digits_accuracy"] >= 0.85 and right["spoken_digits_reference_accuracy"] == right["spoken_digits_accuracy"]
+    assert right["spoken_digits_accuracy"] >= 0.95 and right["spoken_digits_reference_accuracy"] == right["spoken_digits_accuracy"]
     assert wrong["spoken_digits_accuracy"] <= 0.15
     with pytest.raises(ValueError, match="num_classes"):
         spoken_digits_accuracy(ctx_of(items, None, real))
