@@ -50,7 +50,7 @@ DEFAULT_SAMPLERS = ["ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m"]
 
 def discover_tasks() -> dict[str, dict]:
     """Every registered recipe with a ``[bench]`` table, by task name; broken recipes are skipped and reported."""
-    from diffkit.pipeline import load_recipe
+    from diffkit.recipe import load_recipe
     from diffkit.registry import RegistryError, names
 
     tasks, broken = {}, {}
@@ -118,7 +118,7 @@ def machine() -> dict:
 
 
 def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu", progress: bool = True, seed: int = 0) -> dict:
-    from diffkit.pipeline import evaluate, generate, load_run, read_log
+    from diffkit.runs import evaluate, generate, load_run, read_log
     from diffkit.samplers import SAMPLERS, steps_for_nfe
     from diffkit.training.trainer import train
 
@@ -156,7 +156,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
         items, labels, timing = generate(run, plan["n"], sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, options=opts)
         sample_dir = task_dir / "samples" / (f"{sampler}-nfe{timing['nfe']}" + (f"-w{guidance:g}" if several else ""))
         if reference_data is None and recipe.get("eval", {}).get("metrics"):
-            from diffkit.pipeline import load_dataset
+            from diffkit.recipe import load_dataset
 
             reference_data = load_dataset(recipe, recipe.get("eval", {}).get("reference", "test"))
         metrics = evaluate(run, items, labels, out_dir=sample_dir, reference_data=reference_data) if reference_data is not None else {}

@@ -113,7 +113,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from diffkit.pipeline import sample_run
+    from diffkit.runs import sample_run
 
     summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed, out=args.out,
                          device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=args.schedule)

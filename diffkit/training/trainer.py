@@ -22,7 +22,7 @@ import torch
 from diffkit import __version__
 from diffkit.denoiser import Denoiser
 from diffkit.losses import diffusion_loss
-from diffkit.pipeline import build_run, collate_dataset, load_dataset, load_recipe
+from diffkit.recipe import build_run, collate_dataset, load_dataset, load_recipe
 from diffkit.training.checkpoint import (
     FORMAT, FORMAT_VERSION, CheckpointError, atomic_save_tensors, atomic_write_json, load_tensors, prefixed, read_config, unprefixed,
 )
@@ -128,7 +128,7 @@ class Trainer:
         checksums["trainer.safetensors"] = atomic_save_tensors(self.out_dir / "trainer.safetensors", tensors, {"format": FORMAT})
         atomic_write_json(self.out_dir / "config.json", {
             "format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, "torch_version": torch.__version__,
-            "recipe": self.recipe, "space": self.run.space_spec(), "stats": self.run.stats, "step": self.step,
+            "recipe": self.recipe, "space": self.run.space_spec(), "providers": self.run.providers(), "stats": self.run.stats, "step": self.step,
             "optimizer": {"param_groups": groups}, "checksums": checksums, "world_size": self.world,
         })
 

@@ -1,169 +1,23 @@
-"""From a recipe to a trained run and back: build, train, load, sample, evaluate.
+"""Trained runs: load one from its directory, draw samples, write them in the modality's natural form, score them.
 
-A recipe (a registered name or a TOML file) names a dataset, one process per field of the dataset's
-space, a backbone with its parameterisation, a training budget, a sampler and metrics. Everything
-needed to rebuild the model later is written to the run's ``config.json``.
+The layer above :mod:`diffkit.recipe` (which builds the components) and the run-directory format
+(``diffkit.training.checkpoint``): ``diffkit sample``, ``diffkit bench`` and ``diffkit eval`` go through here.
+Each dataset split a command needs is loaded once per :class:`~diffkit.recipe.Run` (:meth:`Run.split`).
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from diffkit.denoiser import Denoiser, guided
+from diffkit.denoiser import guided
 from diffkit.evaluation import EvalContext, run_metrics, split_items
-from diffkit.processes.composite import Diffusion
-from diffkit.registry import RegistryError, load
-from diffkit.spaces.base import Space
+from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
+from diffkit.registry import KINDS, SINGULAR, RegistryError, names
 from diffkit.state import State
 from diffkit.training.checkpoint import CheckpointError, atomic_write_json, load_tensors, read_config, unprefixed
-
-TRAIN_DEFAULTS = {
-    "steps": 1000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "lr_decay": "none", "ema": 0.999,
-    "grad_clip": 1.0, "weighting": "simple", "gamma": 5.0, "p_uncond": 0.0, "checkpoint_every": 500, "log_every": 50,
-    "field_weights": {}, "vlb_weight": 0.0, "precision": "fp32", "compile": False, "betas": [0.9, 0.999], "max_minutes": None,
-}
-SAMPLE_DEFAULTS = {"sampler": "dpmpp-2m", "steps": 20, "n": 1000, "batch_size": 1000, "guidance": None, "schedule": None, "options": {}}
-
-
-class RecipeError(ValueError):
-    """A recipe is missing, malformed or names something that does not fit."""
-
-
-# --- recipes -------------------------------------------------------------------------------------
-def load_recipe(recipe: str | Path | dict) -> dict:
-    """A recipe dict from a dict, a TOML path or a registered recipe name."""
-    if isinstance(recipe, dict):
-        out = copy.deepcopy(recipe)
-    else:
-        text = str(recipe)
-        path = Path(text)
-        if text.endswith(".toml") or path.exists():
-            if not path.exists():
-                raise RecipeError(f"recipe file {path} does not exist; pass a registered recipe name (diffkit plugins) or a TOML path")
-            try:
-                out = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise RecipeError(f"recipe file {path} is not valid TOML ({exc}); fix the syntax") from None
-        else:
-            try:
-                obj = load("recipes", text)
-            except RegistryError as exc:
-                raise RecipeError(str(exc)) from None
-            out = obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
-    for section in ("data", "diffusion", "model"):
-        if section not in out:
-            raise RecipeError(f"recipe {out.get('name', recipe)!r} has no [{section}] section; see docs/contracts.md for the recipe format")
-    out.setdefault("name", str(recipe))
-    out["train"] = {**TRAIN_DEFAULTS, **out.get("train", {})}
-    out["sample"] = {**SAMPLE_DEFAULTS, **out.get("sample", {})}
-    out.setdefault("eval", {"metrics": [], "reference": "test"})
-    out.setdefault("seed", 0)
-    return out
-
-
-# --- building -------------------------------------------------------------------------------------
-def load_dataset(recipe: dict, split: str = "train"):
-    """The recipe's dataset for ``split``. ``[data] space = {...}`` rebuilds the dataset's space with those
-    keyword arguments over its ``config()`` (e.g. ``{ n_mels = 40 }`` asks the audio space for mel frames)."""
-    data = recipe["data"]
-    factory = load("datasets", data["dataset"])
-    dataset = factory(split=split, **data.get("options", {}))
-    if not isinstance(getattr(dataset, "space", None), Space):
-        raise RecipeError(f"dataset {data['dataset']!r} has no .space (a diffkit Space); datasets must say what their elements are")
-    if data.get("space"):
-        space = dataset.space
-        try:
-            dataset.space = type(space)(**{**space.config(), **data["space"]})
-        except TypeError as exc:
-            raise RecipeError(f"[data] space = {data['space']} does not fit space {space.name!r} ({exc}); its options are {sorted(space.config())}") from None
-    return dataset
-
-
-def build_space(spec: dict) -> Space:
-    cls = load("spaces", spec["name"])
-    return cls(**spec["config"])
-
-
-def conditioning_fields(space: Space) -> list[str]:
-    """The space's fields that are not diffused (``FieldSpec.diffused = False``): inputs the backbone reads."""
-    return [f.name for f in space.fields if not f.diffused]
-
-
-def build_diffusion(recipe: dict, space: Space, stats: dict) -> Diffusion:
-    """One process per diffused field of ``space`` from the recipe's ``[diffusion.<field>]`` tables
-    (conditioning fields get none: they travel through noising and sampling unchanged)."""
-    processes, layouts = {}, {}
-    table = recipe["diffusion"]
-    unknown = set(table) - {f.name for f in space.fields}
-    if unknown:
-        raise RecipeError(f"[diffusion] names field(s) {sorted(unknown)} that space {space.name!r} does not have; its fields are {[f.name for f in space.fields]}")
-    fixed = sorted(set(table) & set(conditioning_fields(space)))
-    if fixed:
-        raise RecipeError(f"[diffusion] gives a process for conditioning field(s) {fixed} of space {space.name!r}, which are never noised; remove [diffusion.{fixed[0]}]")
-    for f in space.fields:
-        if not f.diffused:
-            continue
-        if f.name not in table:
-            raise RecipeError(f"[diffusion] gives no process for field {f.name!r} of space {space.name!r}; add [diffusion.{f.name}] process = \"...\"")
-        options = dict(table[f.name])
-        name = options.pop("process", None)
-        if name is None:
-            raise RecipeError(f"[diffusion.{f.name}] has no 'process' key")
-        if options.get("frequencies") == "data":
-            try:
-                options["frequencies"] = stats["frequencies"][f.name]
-            except KeyError:
-                raise RecipeError(f"[diffusion.{f.name}] asks for data frequencies but space {space.name!r} computes none for it") from None
-        processes[f.name] = load("processes", name)(f, **options)
-        layouts[f.name] = f.layout
-    return Diffusion(processes, layouts)
-
-
-def build_backbone(recipe: dict, space: Space, diffusion: Diffusion) -> torch.nn.Module:
-    model = recipe["model"]
-    factory = load("backbones", model["backbone"])
-    return factory(space, diffusion, num_classes=int(model.get("num_classes", 0)), **model.get("options", {}))
-
-
-@dataclass
-class Run:
-    """A built model: space, diffusion, denoiser (backbone + parameterisation) and statistics."""
-
-    recipe: dict
-    space: Space
-    stats: dict
-    diffusion: Diffusion
-    denoiser: Denoiser
-    dataset: Any = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.recipe["model"].get("num_classes", 0))
-
-    def space_spec(self) -> dict:
-        return {"name": self.space.name, "config": self.space.config()}
-
-
-def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Space | None = None) -> Run:
-    """Build every component of a recipe. Without ``stats``, the training data is loaded and fitted."""
-    if space is None or stats is None:
-        dataset = dataset if dataset is not None else load_dataset(recipe, "train")
-        space = dataset.space
-        if stats is None:
-            elements, _ = split_items(dataset)
-            stats = space.fit(elements)
-    diffusion = build_diffusion(recipe, space, stats)
-    backbone = build_backbone(recipe, space, diffusion)
-    denoiser = Denoiser(backbone, diffusion, recipe["model"].get("parameterization", "eps"))
-    return Run(recipe, space, stats, diffusion, denoiser, dataset)
 
 
 # --- loading a trained run ---------------------------------------------------------------------
@@ -172,6 +26,10 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     recipe = config["recipe"]
+    for key, dist in config.get("providers", {}).items():  # a component whose plugin is missing here: say which to install
+        kind, _, name = key.partition("/")
+        if kind in KINDS and name not in names(kind):
+            raise CheckpointError(f"{run_dir} was trained with the {SINGULAR[kind]} {name!r} from {dist}, which is not installed here; pip install {dist}")
     try:
         space = build_space(config["space"])
     except RegistryError as exc:
@@ -193,9 +51,9 @@ def reference_conditioning(run: Run, n: int, split: str | None = None) -> tuple[
     (``[eval] reference``, default ``test``): the conditioning fields of their collated State, their labels
     (or None) and the elements. Sample ``i`` is then conditioned on reference element ``i``, which is what
     paired metrics (``mrstft`` with ``paired = true``) compare it with."""
-    split = split or run.recipe.get("eval", {}).get("reference", "test")
+    split = split or run.reference_split
     fields = conditioning_fields(run.space)
-    items, labels = split_items(load_dataset(run.recipe, split))
+    items, labels = split_items(run.split(split))
     if n > len(items):
         raise RecipeError(f"space {run.space.name!r} is conditioned on {fields} from split {split!r}, one sample per element, but n={n} exceeds its {len(items)} elements; lower n")
     state = run.space.collate(items[:n])
@@ -275,10 +133,9 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
     names = metrics if metrics is not None else run.recipe.get("eval", {}).get("metrics", [])
     if not names:
         return {}
-    split = reference or run.recipe.get("eval", {}).get("reference", "test")
-    ref_dataset = reference_data if reference_data is not None else load_dataset(run.recipe, split)
+    ref_dataset = reference_data if reference_data is not None else run.split(reference or run.reference_split)
     ref_items, ref_labels = split_items(ref_dataset)
-    train = run.dataset if run.dataset is not None else load_dataset(run.recipe, "train")  # novelty needs the training set
+    train = run.split("train")  # novelty needs the training set
     # model-based metrics (bits per dimension) read the denoiser; their results are kept per run in "memo",
     # since they do not depend on the sampler that drew ``items``
     extras = {"denoiser": run.denoiser, "num_classes": run.num_classes, "memo": run.extra.setdefault("metric_memo", {})}
@@ -300,22 +157,17 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
     out = Path(out) if out else Path(run_dir) / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    reference = None
     names = run.recipe.get("eval", {}).get("metrics", [])
-    ref_data = None
+    reference = None
     if names and evaluate_metrics:
-        ref_data = load_dataset(run.recipe, run.recipe.get("eval", {}).get("reference", "test"))
-        reference, _ = split_items(ref_data)
-    write_kwargs = {"labels": labels}
-    if reference is not None and run.space.name == "euclidean":
-        write_kwargs["reference"] = torch.stack(reference[:len(items)])
-        write_kwargs["title"] = f"{run.recipe['name']}: {timing['sampler']}, {timing['nfe']} evaluations"
-    paths = run.space.write(items, out, **write_kwargs)
+        reference, _ = split_items(run.split(run.reference_split))
+    title = f"{run.recipe['name']}: {timing['sampler']}, {timing['nfe']} evaluations"
+    paths = run.space.write(items, out, labels=labels, reference=None if reference is None else reference[:len(items)], title=title)
     if cond_items is not None:
         paths += run.space.write([run.space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
     summary = {"recipe": run.recipe["name"], "n": n, "seed": seed, **timing, "files": [str(p) for p in paths]}
     if names and evaluate_metrics:
-        summary["metrics"] = evaluate(run, items, labels, out_dir=out, reference_data=ref_data)
+        summary["metrics"] = evaluate(run, items, labels, out_dir=out)
         atomic_write_json(out / "metrics.json", summary)
     return summary
 
@@ -325,8 +177,3 @@ def read_log(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def collate_dataset(space: Space, dataset) -> tuple[State, torch.Tensor | None]:
-    """Encode a whole dataset once: the State of every element and their labels (or None)."""
-    elements, labels = split_items(dataset)
-    state = space.collate(elements)
-    return state, (None if labels is None else torch.tensor(labels, dtype=torch.long))
