@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from diffkit import __version__
-from diffkit.training.checkpoint import atomic_write_json
+from diffkit.training.checkpoint import atomic_write_json, read_config
 
 TIERS = ("quick", "standard", "full")
 DEFAULT_NFE = {"quick": [10], "standard": [10, 20, 50], "full": [10, 20, 50]}
@@ -128,13 +128,13 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
     run_dir = task_dir / "run"
     t0 = time.perf_counter()
     if (run_dir / "config.json").exists():
-        cfg = json.loads((run_dir / "config.json").read_text())
+        cfg = read_config(run_dir)
         if cfg.get("step", 0) < recipe["train"]["steps"]:
             train(recipe, run_dir, device=device, resume=True, progress=progress)
     else:
         train(recipe, run_dir, device=device, progress=progress)
     train_seconds = time.perf_counter() - t0
-    steps_done = int(json.loads((run_dir / "config.json").read_text()).get("step", recipe["train"]["steps"]))  # fewer when a time budget stopped it
+    steps_done = int(read_config(run_dir).get("step", recipe["train"]["steps"]))  # fewer when a time budget stopped it
     log = [r for r in read_log(run_dir) if "items_per_second" in r]
     throughput = sum(r["items_per_second"] for r in log) / max(len(log), 1)
     run = load_run(run_dir, device=device)
