@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib.metadata as metadata
 from dataclasses import dataclass, field
 
-KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes")
-SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe"}
+KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes", "pretrained")
+SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe",
+            "pretrained": "shipped model"}
 
 NOT_PLUGIN_EXTRAS = ("all", "dev", "bench")
 

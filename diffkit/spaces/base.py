@@ -81,6 +81,11 @@ class Space:
         ``title``: a caption for figures. A space uses what it can show and ignores the rest."""
         raise NotImplementedError
 
+    def natural(self, items: list) -> list:
+        """Decoded elements in the modality's natural Python form (what ``diffkit.load(...).sample`` returns):
+        the elements themselves unless a space says otherwise (audio: ``(waveform, rate)``; molecules: RDKit)."""
+        return list(items)
+
     def read(self, path: Path) -> tuple[list, list[dict]]:
         """Read samples written in the modality's natural form (a file or a folder).
 
