@@ -83,7 +83,7 @@ class Space:
 
     def natural(self, items: list) -> list:
         """Decoded elements in the modality's natural Python form (what ``diffkit.load(...).sample`` returns):
-        the elements themselves unless a space says otherwise (audio: ``(waveform, rate)``; molecules: RDKit)."""
+        the elements themselves unless a space says otherwise (audio: ``AudioClip(wave, rate)``; molecules: RDKit)."""
         return list(items)
 
     def read(self, path: Path) -> tuple[list, list[dict]]:
