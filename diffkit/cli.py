@@ -23,6 +23,13 @@ def _eval_epilog() -> str:
     return "metric definitions (every installed metric):\n\n" + "\n".join(out)
 
 
+def _sampler_names() -> list[str]:
+    """Every installed sampler's name, from the registry (entry points only: nothing is imported)."""
+    from diffkit.registry import names
+
+    return names("samplers")
+
+
 def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffkit", description="Diffusion generative models across modalities: train, sample, evaluate, benchmark.")
     p.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
@@ -47,7 +54,7 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run directory or a shipped model")
     s.add_argument("run_dir", metavar="RUN", help="directory written by 'diffkit train', or a shipped model's name ('diffkit pretrained')")
     s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
-    s.add_argument("--sampler", default=None, help="sampler name (ancestral, ddim, euler, heun, dpmpp-2m, dpmpp-3m, deis, unipc, langevin, pc)")
+    s.add_argument("--sampler", default=None, help="sampler name (" + ", ".join(_sampler_names()) + ")")
     s.add_argument("--steps", type=int, default=None, help="number of noise levels")
     s.add_argument("--schedule", default=None, choices=["uniform", "logsnr", "karras"], help="time-step schedule")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = conditional only)")

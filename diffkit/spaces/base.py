@@ -64,10 +64,6 @@ class Space:
         """Per-batch training augmentation of an encoded State (e.g. dequantisation); identity by default."""
         return state
 
-    def encode(self, item: Any, **kwargs) -> State:
-        """One element as a State with batch size 1."""
-        return self.collate([item], **kwargs)
-
     # --- tensors -> data ----------------------------------------------------------------
     def decode(self, state: State) -> list:
         """Turn a sampled State back into a list of elements (quantise, clamp, argmax, symmetrise)."""
