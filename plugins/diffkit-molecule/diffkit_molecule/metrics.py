@@ -1,9 +1,13 @@
 """Molecule metrics. Each figure is defined once, in the docstring of the metric that reports it.
 
 All figures are computed from heavy-atom graphs under the rules of :mod:`diffkit_molecule.chem`
-(strict and relaxed validity, canonical SMILES). The denominator "all samples" counts unreadable
-samples too (``ctx.extras["n_total"]`` when ``diffkit eval`` read a file with bad lines), so an
-unreadable line is an invalid molecule. :func:`evaluate_smiles` gives every figure from SMILES lists.
+(strict and relaxed validity, canonical SMILES, the ``strict``/``digress``/``gdss`` protocols, the
+stability filters). The denominator "all samples" counts unreadable samples too
+(``ctx.extras["n_total"]`` when ``diffkit eval`` read a file with bad lines), so an unreadable line is
+an invalid molecule. Figures under the DiGress and GDSS protocols carry the suffix ``_digress``/``_gdss``;
+the unsuffixed ones are the strict whole-molecule protocol. FCD and NSPDK come with a floor: the same
+statistic for as many real training molecules against the same reference. :func:`evaluate_smiles`
+gives every figure from SMILES lists; docs/metrics.md compares the protocols with the papers'.
 """
 from __future__ import annotations
 
@@ -280,12 +284,21 @@ def nspdk_figures(a: Analysis, reference_smiles: Sequence[str], pool_smiles: Seq
 
 # --- registered metrics -----------------------------------------------------------------------------------
 def validity_metric(ctx, **_) -> dict:
-    """``validity``: fraction of all samples whose heavy-atom graph, read as a neutral molecule with implicit hydrogens, passes full RDKit sanitisation (the whole molecule, fragments included; DiGress's validity); ``validity_relaxed``: fraction passing GDSS's validity without correction (N, O, S may carry one extra bond as a +1 formal charge; RDKit's valence check); ``connected``: fraction of all samples whose bond graph is a single connected component, valid or not; ``valid_connected``: fraction of all samples that are strictly valid and a single fragment (never above ``validity`` or ``connected``)."""
+    """``validity``: fraction of all samples whose heavy-atom graph, read as a neutral molecule with implicit
+    hydrogens, passes full RDKit sanitisation (the whole molecule, fragments included; DiGress's validity);
+    ``validity_relaxed``: fraction passing GDSS's validity without correction (N, O, S may carry one extra
+    bond as a +1 formal charge; RDKit's valence check); ``connected``: fraction of all samples whose bond
+    graph is a single connected component, valid or not; ``valid_connected``: fraction of all samples that are
+    strictly valid and a single fragment (never above ``validity`` or ``connected``)."""
     return validity_figures(_context_analysis(ctx))
 
 
 def uniqueness_metric(ctx, **_) -> dict:
-    """``uniqueness``: number of distinct canonical SMILES among the strictly valid samples (whole molecules, fragments included) divided by the number of strictly valid samples; ``uniqueness_digress`` and ``uniqueness_gdss``: the same under DiGress's protocol (+1 charges on N, O, S with one extra bond, full sanitisation, the fragment with the most heavy atoms) and GDSS's (relaxed valence check, the longest dot-separated part of the SMILES), over the samples valid under each (0 when none is)."""
+    """``uniqueness``: number of distinct canonical SMILES among the strictly valid samples (whole molecules,
+    fragments included) divided by the number of strictly valid samples; ``uniqueness_digress`` and
+    ``uniqueness_gdss``: the same under DiGress's protocol (+1 charges on N, O, S with one extra bond, full
+    sanitisation, the fragment with the most heavy atoms) and GDSS's (relaxed valence check, the longest
+    dot-separated part of the SMILES), over the samples valid under each (0 when none is)."""
     return uniqueness_figures(_context_analysis(ctx))
 
 
@@ -314,14 +327,22 @@ def _train_smiles(ctx, train_dataset: dict | None) -> set:
 
 
 def novelty_metric(ctx, train_dataset: dict | None = None, **_) -> dict:
-    """``novelty``: fraction of the distinct strictly valid molecules (canonical SMILES of the whole molecule) that do not occur in the training split; ``vun``: number of samples that are valid, unique (first occurrence of their canonical SMILES) and novel, divided by all samples; ``novelty_all_splits`` and ``vun_all_splits``: the same against every split of the dataset (train, validation and test: all of QM9 for QM9), so held-out molecules do not count as new; each of the four also with the suffix ``_digress`` and ``_gdss``, under those protocols (see molecule-uniqueness)."""
+    """``novelty``: fraction of the distinct strictly valid molecules (canonical SMILES of the whole molecule)
+    that do not occur in the training split; ``vun``: number of samples that are valid, unique (first
+    occurrence of their canonical SMILES) and novel, divided by all samples; ``novelty_all_splits`` and
+    ``vun_all_splits``: the same against every split of the dataset (train, validation and test: all of QM9
+    for QM9), so held-out molecules do not count as new; each of the four also with the suffix ``_digress``
+    and ``_gdss``, under those protocols (see molecule-uniqueness)."""
     smiles, train = _train_smiles_list(ctx, train_dataset)
     dataset = getattr(train, "dataset_smiles", None)
     return novelty_figures(_context_analysis(ctx), set(smiles), set(dataset) if dataset is not None else None)
 
 
 def distribution_metric(ctx, **_) -> dict:
-    """``atom_types_distance``, ``bond_types_distance``, ``valency_distance``, ``size_distance``: total variation distance ``½ Σ_k |p_k − q_k|`` between the generated and the reference histograms of, respectively, atom elements (over all atoms), bond orders (over bonded pairs), per-atom valency (sum of bond orders) and the number of heavy atoms per molecule. All samples count, valid or not."""
+    """``atom_types_distance``, ``bond_types_distance``, ``valency_distance``, ``size_distance``: total variation
+    distance ``½ Σ_k |p_k − q_k|`` between the generated and the reference histograms of, respectively, atom
+    elements (over all atoms), bond orders (over bonded pairs), per-atom valency (sum of bond orders) and the
+    number of heavy atoms per molecule. All samples count, valid or not."""
     return distribution_figures(_graphs(ctx.generated, ctx.space), _graphs(ctx.reference, ctx.space))
 
 
@@ -330,12 +351,25 @@ def _reference_smiles(ctx) -> list[str]:
 
 
 def filters_metric(ctx, **_) -> dict:
-    """``filters``: fraction of the strictly valid samples whose molecule matches none of the QM9/GDB-style stability SMARTS of ``diffkit_molecule.chem.STABILITY_FILTERS`` (a triple bond in a ring of at most 8 atoms, an atom with two double bonds, an enol or imidic acid, an ynol, a double bond in a three-membered ring; listed in docs/metrics.md); ``filters_fail_<name>``: fraction of the strictly valid samples matching each pattern; ``filters_reference``: the fraction of reference molecules passing (1.0 on every split of QM9)."""
+    """``filters``: fraction of the strictly valid samples whose molecule matches none of the QM9/GDB-style
+    stability SMARTS of ``diffkit_molecule.chem.STABILITY_FILTERS`` (a triple bond in a ring of at most 8
+    atoms, an atom with two double bonds, an enol or imidic acid, an ynol, a double bond in a three-membered
+    ring; listed in docs/metrics.md); ``filters_fail_<name>``: fraction of the strictly valid samples matching
+    each pattern; ``filters_reference``: the fraction of reference molecules passing (1.0 on every split of
+    QM9)."""
     return filter_figures(_context_analysis(ctx), _reference_smiles(ctx))
 
 
 def fcd_metric(ctx, max_reference: int | None = None, seed: int = 0, floor: bool = True, train_dataset: dict | None = None, **_) -> dict:
-    """``fcd``: Fréchet ChemNet Distance (Preuer et al. 2018; the ``fcd`` package) between the canonical SMILES of the strictly valid samples and of the reference molecules (the reference split, subsampled to ``max_reference`` by a permutation under ``seed`` when given); ``fcd_digress``, ``fcd_gdss``: the same for the molecules of those protocols (see molecule-uniqueness); ``fcd_valid_n``, ``fcd_valid_n_digress``, ``fcd_valid_n_gdss``: how many generated molecules entered each; ``fcd_reference_n``: how many reference molecules; ``fcd_floor``, ``fcd_floor_digress``, ``fcd_floor_gdss``: the FCD of as many real molecules (``fcd_floor_n…``; drawn from the training split without the reference's molecules, permutation under ``seed``) against the same reference, the score of a model that reproduces the data at that sample size (``floor = false`` skips it). Statistics of the reference and floor samples are cached."""
+    """``fcd``: Fréchet ChemNet Distance (Preuer et al. 2018; the ``fcd`` package) between the canonical SMILES
+    of the strictly valid samples and of the reference molecules (the reference split, subsampled to
+    ``max_reference`` by a permutation under ``seed`` when given); ``fcd_digress``, ``fcd_gdss``: the same for
+    the molecules of those protocols (see molecule-uniqueness); ``fcd_valid_n``, ``fcd_valid_n_digress``,
+    ``fcd_valid_n_gdss``: how many generated molecules entered each; ``fcd_reference_n``: how many reference
+    molecules; ``fcd_floor``, ``fcd_floor_digress``, ``fcd_floor_gdss``: the FCD of as many real molecules
+    (``fcd_floor_n…``; drawn from the training split without the reference's molecules, permutation under
+    ``seed``) against the same reference, the score of a model that reproduces the data at that sample size
+    (``floor = false`` skips it). Statistics of the reference and floor samples are cached."""
     a = _context_analysis(ctx)
     pool = _train_smiles_list(ctx, train_dataset)[0] if floor else None
     return fcd_figures(a, _reference_smiles(ctx), pool, max_reference, seed)
@@ -343,7 +377,13 @@ def fcd_metric(ctx, max_reference: int | None = None, seed: int = 0, floor: bool
 
 def nspdk_metric(ctx, max_reference: int | None = None, seed: int = 0, floor: bool = True, radius: int = 3, distance: int = 3,
                  train_dataset: dict | None = None, **_) -> dict:
-    """``nspdk_gdss``: the squared maximum mean discrepancy (biased, diagonal terms included, as GDSS reports it) between the molecules of GDSS's protocol and the reference molecules under the neighbourhood subgraph pairwise distance kernel (Costa & De Grave 2010; nodes labelled by element, edges by the integer part of RDKit's bond order; radius and distance up to 3; ``diffkit_molecule.nspdk``), the reference subsampled to ``max_reference`` when given; ``nspdk_n_gdss``, ``nspdk_reference_n``: the set sizes; ``nspdk_floor_gdss``: the same statistic for as many real molecules from the training split (without the reference's molecules; ``nspdk_floor_n_gdss`` of them) against the same reference."""
+    """``nspdk_gdss``: the squared maximum mean discrepancy (biased, diagonal terms included, as GDSS reports it)
+    between the molecules of GDSS's protocol and the reference molecules under the neighbourhood subgraph
+    pairwise distance kernel (Costa & De Grave 2010; nodes labelled by element, edges by the integer part of
+    RDKit's bond order; radius and distance up to 3; ``diffkit_molecule.nspdk``), the reference subsampled to
+    ``max_reference`` when given; ``nspdk_n_gdss``, ``nspdk_reference_n``: the set sizes;
+    ``nspdk_floor_gdss``: the same statistic for as many real molecules from the training split (without the
+    reference's molecules; ``nspdk_floor_n_gdss`` of them) against the same reference."""
     a = _context_analysis(ctx)
     pool = _train_smiles_list(ctx, train_dataset)[0] if floor else None
     return nspdk_figures(a, _reference_smiles(ctx), pool, max_reference, seed, radius, distance)

@@ -132,6 +132,9 @@ FILTER_CASES = [                       # SMILES, the filters it fails
     ("Oc1ccccc1", []),                 # a phenol is aromatic, not an enol
     ("C=C1CC1", []),                   # exocyclic double bond on a cyclopropane
     ("C1#CCCCCCCC1", []),              # cyclononyne: a ring of 9
+    ("CC#N", []),
+    ("C=CC=C", []),                    # conjugated, not cumulated
+    ("OCC#C", []),                     # propargyl alcohol: the hydroxyl is not on the triple bond
     ("C1#CC1", ["ring_triple_bond"]),  # cyclopropyne
     ("C1#CCCCCCC1", ["ring_triple_bond"]),
     ("C=C=C", ["cumulated_double_bonds"]),
