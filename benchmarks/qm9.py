@@ -47,7 +47,9 @@ SHARED = ["connected", "valid_connected", "filters", "filters_reference", "nspdk
 
 def _cell(m: dict, key: str) -> str:
     v = m.get(key)
-    return f"{v:.3f}" if isinstance(v, float) else "–"
+    if not isinstance(v, float):
+        return "–"
+    return f"{v:.5f}" if key.startswith("nspdk") else f"{v:.3f}"   # NSPDK MMD² is of order 1e-4
 
 
 def protocol_table(m: dict) -> list[str]:
