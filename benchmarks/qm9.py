@@ -41,7 +41,7 @@ SHOWN = ["validity", "validity_relaxed", "connected", "valid_connected", "unique
          "filters", "nspdk_gdss", "nspdk_floor_gdss", "atom_types_distance", "bond_types_distance", "valency_distance", "size_distance"]
 PROTOCOL_ROWS = [("strict (whole molecule)", "", "validity"), ("digress (largest fragment)", "_digress", "validity"),
                  ("gdss (relaxed valence, longest fragment)", "_gdss", "validity_relaxed")]
-SHARED = ["connected", "valid_connected", "filters", "filters_reference", "nspdk_gdss", "nspdk_floor_gdss", "atom_types_distance", "bond_types_distance",
+SHARED = ["connected", "valid_connected", "filters", "filters_reference", "filters_novel", "nspdk_gdss", "nspdk_floor_gdss", "atom_types_distance", "bond_types_distance",
           "valency_distance", "size_distance"]
 
 

@@ -114,18 +114,25 @@ def novelty_figures(a: Analysis, train_smiles: set, dataset_smiles: set | None =
     return out
 
 
-def filter_figures(a: Analysis, reference_smiles: Sequence[str] | None = None) -> dict:
-    """``filters`` (and one ``filters_fail_<name>`` per SMARTS) over the strictly valid samples."""
+def filter_figures(a: Analysis, reference_smiles: Sequence[str] | None = None, dataset_smiles: set | None = None) -> dict:
+    """``filters`` (and one ``filters_fail_<name>`` per SMARTS) over the strictly valid samples; with
+    ``dataset_smiles``, ``filters_novel`` over the distinct single-fragment ones absent from the dataset."""
     from rdkit import Chem
 
     valid = a.valid_smiles
     counts = Counter()
     passed = 0
+    verdict = {}
     for s in valid:
-        failed = chem.failed_filters(Chem.MolFromSmiles(s))
-        counts.update(failed)
-        passed += not failed
+        if s not in verdict:
+            verdict[s] = chem.failed_filters(Chem.MolFromSmiles(s))
+        counts.update(verdict[s])
+        passed += not verdict[s]
     out = {"filters": passed / len(valid) if valid else 0.0}
+    if dataset_smiles is not None:
+        novel = [s for s in verdict if "." not in s and s not in dataset_smiles]
+        out["filters_novel"] = sum(not verdict[s] for s in novel) / len(novel) if novel else 0.0
+        out["filters_novel_n"] = len(novel)
     out.update({f"filters_fail_{name}": counts[name] / len(valid) if valid else 0.0 for name in chem.STABILITY_FILTERS})
     if reference_smiles is not None:
         ref = list(reference_smiles)
@@ -350,14 +357,21 @@ def _reference_smiles(ctx) -> list[str]:
     return [s for s in analyse(_graphs(ctx.reference, ctx.space), protocols=False).smiles if s is not None]
 
 
-def filters_metric(ctx, **_) -> dict:
+def filters_metric(ctx, train_dataset: dict | None = None, **_) -> dict:
     """``filters``: fraction of the strictly valid samples whose molecule matches none of the QM9/GDB-style
     stability SMARTS of ``diffkit_molecule.chem.STABILITY_FILTERS`` (a triple bond in a ring of at most 8
     atoms, an atom with two double bonds, an enol or imidic acid, an ynol, a double bond in a three-membered
     ring; listed in docs/metrics.md); ``filters_fail_<name>``: fraction of the strictly valid samples matching
     each pattern; ``filters_reference``: the fraction of reference molecules passing (1.0 on every split of
-    QM9)."""
-    return filter_figures(_context_analysis(ctx), _reference_smiles(ctx))
+    QM9); ``filters_novel``: the fraction passing among the distinct strictly valid single-fragment molecules
+    that occur in no split of the dataset (``filters_novel_n`` of them; needs the training dataset, as novelty
+    does), which separates new chemistry from molecules QM9's rules leave out."""
+    try:
+        train = _train_smiles_list(ctx, train_dataset)[1]
+    except ValueError:  # no training data: the figure over novel molecules is left out
+        train = None
+    dataset = getattr(train, "dataset_smiles", None)
+    return filter_figures(_context_analysis(ctx), _reference_smiles(ctx), set(dataset) if dataset is not None else None)
 
 
 def fcd_metric(ctx, max_reference: int | None = None, seed: int = 0, floor: bool = True, train_dataset: dict | None = None, **_) -> dict:
@@ -425,7 +439,7 @@ def evaluate_smiles(smiles_list: Sequence[str], reference_smiles: Sequence[str],
     train = canonical_training_smiles(train_smiles)
     dataset = set(canonical_training_smiles(dataset_smiles)) if dataset_smiles is not None else None
     ref_valid = [s for s in analyse(ref_graphs, protocols=False).smiles if s is not None]
-    figures = {**validity_figures(a), **uniqueness_figures(a), **novelty_figures(a, set(train), dataset), **filter_figures(a, ref_valid)}
+    figures = {**validity_figures(a), **uniqueness_figures(a), **novelty_figures(a, set(train), dataset), **filter_figures(a, ref_valid, dataset)}
     figures.update(distribution_figures(graphs, ref_graphs) if graphs and ref_graphs else {})
     for wanted, name, compute in ((fcd, "fcd", fcd_figures), (nspdk, "nspdk", nspdk_figures)):
         if not wanted:

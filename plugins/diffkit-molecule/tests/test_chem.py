@@ -155,9 +155,12 @@ def test_each_stability_filter_on_molecules_whose_answer_is_known(smiles, failed
 
 
 def test_filters_figure_counts_valid_molecules_only():
-    smiles = ["c1ccccc1", "C1#CC1", "CC(C)=O", "C=C(C)O", "CC(C)(C)(C)C"]   # the last is invalid
-    f = evaluate_smiles(smiles, reference_smiles=["CCO", "C1=CC1"], train_smiles=[], fcd=False, nspdk=False)["figures"]
-    assert f["filters"] == pytest.approx(2 / 4)
-    assert f["filters_fail_ring_triple_bond"] == pytest.approx(1 / 4) and f["filters_fail_enol"] == pytest.approx(1 / 4)
+    # valid: benzene, cyclopropyne, acetone twice, an enol, acetone with a methane fragment; invalid: a pentavalent carbon
+    smiles = ["c1ccccc1", "C1#CC1", "CC(C)=O", "C=C(C)O", "CC(C)(C)(C)C", "CC(C)=O", "CC(C)=O.C"]
+    f = evaluate_smiles(smiles, reference_smiles=["CCO", "C1=CC1"], train_smiles=[], dataset_smiles=["c1ccccc1"], fcd=False, nspdk=False)["figures"]
+    assert f["filters"] == pytest.approx(4 / 6)
+    assert f["filters_fail_ring_triple_bond"] == pytest.approx(1 / 6) and f["filters_fail_enol"] == pytest.approx(1 / 6)
     assert f["filters_fail_ynol"] == 0.0
     assert f["filters_reference"] == pytest.approx(1 / 2)
+    # distinct single-fragment molecules outside the dataset: cyclopropyne, acetone, the enol; only acetone passes
+    assert f["filters_novel_n"] == 3 and f["filters_novel"] == pytest.approx(1 / 3)
