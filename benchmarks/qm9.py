@@ -12,7 +12,14 @@ and written to OUT/qm9.json and OUT/qm9.md, with the samples of each configurati
   novelty, V.U.N., FCD against the test split, the atom/bond/valency/size total-variation distances,
   sampling rate (molecules per second) and seconds per network evaluation.
 
-The definitions of the figures are the metrics' own (``diffkit eval --definitions``).
+With ``--rescore SAMPLES.smi`` nothing is trained or sampled: a recorded sample file is scored again by
+``diffkit eval``'s path (``diffkit.evaluator.evaluate_path``) under the recipe's current metrics, and the
+report (OUT.json, OUT.md) says so.
+
+The markdown shows one row per protocol (strict whole molecule, DiGress's, GDSS's; see docs/metrics.md)
+with its validity, uniqueness, novelty against the training split and against every split, V.U.N. and
+FCD beside its floor, then the protocol-free figures (connectivity, stability filters, NSPDK, the
+distribution distances). The definitions of the figures are the metrics' own (``diffkit eval --definitions``).
 """
 from __future__ import annotations
 
@@ -32,8 +39,35 @@ from diffkit.runs import evaluate, generate, load_run, read_log
 from diffkit.training.checkpoint import atomic_write_json
 from diffkit.training.trainer import train
 
-SHOWN = ["validity", "validity_relaxed", "connected", "uniqueness", "novelty", "vun", "fcd", "atom_types_distance", "bond_types_distance",
-         "valency_distance", "size_distance"]
+SHOWN = ["validity", "validity_relaxed", "connected", "valid_connected", "uniqueness", "novelty", "novelty_all_splits", "vun", "fcd", "fcd_floor",
+         "filters", "nspdk_gdss", "nspdk_floor_gdss", "atom_types_distance", "bond_types_distance", "valency_distance", "size_distance"]
+PROTOCOL_ROWS = [("strict (whole molecule)", "", "validity"), ("digress (largest fragment)", "_digress", "validity"),
+                 ("gdss (relaxed valence, longest fragment)", "_gdss", "validity_relaxed")]
+SHARED = ["connected", "valid_connected", "filters", "filters_reference", "filters_novel", "nspdk_gdss", "nspdk_floor_gdss", "atom_types_distance", "bond_types_distance",
+          "valency_distance", "size_distance"]
+
+
+def _cell(m: dict, key: str) -> str:
+    v = m.get(key)
+    if not isinstance(v, float):
+        return "–"
+    return f"{v:.5f}" if key.startswith("nspdk") else f"{v:.3f}"   # NSPDK MMD² is of order 1e-4
+
+
+def protocol_table(m: dict) -> list[str]:
+    """Markdown lines: one row per protocol, then the figures that do not depend on one."""
+    lines = ["| protocol | validity | uniqueness | novelty (train) | novelty (all splits) | V.U.N. (train) | V.U.N. (all splits) | FCD | FCD floor | n in FCD |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, sfx, validity in PROTOCOL_ROWS:
+        n = m.get("fcd_valid_n" + sfx)
+        lines.append(f"| {name} | {_cell(m, validity)} | {_cell(m, 'uniqueness' + sfx)} | {_cell(m, 'novelty' + sfx)} | {_cell(m, 'novelty_all_splits' + sfx)} | "
+                     f"{_cell(m, 'vun' + sfx)} | {_cell(m, 'vun_all_splits' + sfx)} | {_cell(m, 'fcd' + sfx)} | {_cell(m, 'fcd_floor' + sfx)} | "
+                     + (f"{int(n):,}" if isinstance(n, (int, float)) else "–") + " |")
+    lines += ["", "| " + " | ".join(SHARED) + " |", "|" + "---|" * len(SHARED), "| " + " | ".join(_cell(m, k) for k in SHARED) + " |"]
+    fails = {k[len("filters_fail_"):]: v for k, v in m.items() if k.startswith("filters_fail_")}
+    if fails:
+        lines += ["", "Valid molecules failing each stability filter: " + ", ".join(f"{k} {v:.3f}" for k, v in fails.items()) + "."]
+    return lines
 
 
 def train_run(recipe: str, out: Path, minutes: float | None, steps: int | None) -> tuple[Path, dict]:
@@ -63,6 +97,8 @@ def configurations(run, ancestral_steps: list[int], nfes: list[int]) -> list[tup
 
 
 def markdown(report: dict) -> str:
+    if report.get("rescored"):
+        return rescore_markdown(report)
     t = report["training"]
     lines = [f"# QM9 benchmark ({report['date']})", "",
              f"Recipe `{report['recipe']}`; machine: {report['machine']['cpus']} CPUs ({report['machine']['platform']}), "
@@ -70,13 +106,42 @@ def markdown(report: dict) -> str:
              f"Training: {t['steps']} steps, "
              + (f"{t['wall_seconds'] / 60:.1f} min" if "wall_seconds" in t else "wall time not recorded (a reused run)")
              + f", {t['graphs_per_second']:.0f} graphs/s"
-             + (" (stopped by the time budget)" if t.get("stopped_by_time_budget") else ""), "",
-             "| sampler | steps | n | " + " | ".join(SHOWN) + " | molecules/s |", "|" + "---|" * (len(SHOWN) + 4)]
+             + (" (stopped by the time budget)" if t.get("stopped_by_time_budget") else ""), ""]
     for row in report["rows"]:
-        m = row["metrics"]
-        cells = [f"{m[k]:.3f}" if isinstance(m.get(k), float) else "–" for k in SHOWN]
-        lines.append(f"| {row['sampler']} | {row['steps']} | {row['n']} | " + " | ".join(cells) + f" | {row['samples_per_second']:.1f} |")
+        lines += [f"## {row['sampler']}, {row['steps']} steps, {row['n']} molecules, {row['samples_per_second']:.1f} molecules/s", ""]
+        lines += protocol_table(row["metrics"]) + [""]
     return "\n".join(lines) + "\n"
+
+
+def rescore_markdown(report: dict) -> str:
+    r = report["result"]
+    m = r["figures"]
+    lines = [f"# QM9: recorded samples re-scored ({report['date']})", "",
+             f"`{report['command']}`", "",
+             f"The samples are the {r['n_read'] + r['n_invalid']:,} molecules of `{r['samples']}`, drawn by an earlier run of this benchmark; "
+             "nothing was trained or sampled again: these are the same samples scored under the current metrics. "
+             f"Task `{r['task']}`; reference: {r['reference']} ({r['n_reference']:,} molecules; FCD used {int(m.get('fcd_reference_n', 0)):,} of them, "
+             f"NSPDK {int(m.get('nspdk_reference_n', 0)):,}); floors drawn from the training split without the reference's molecules. "
+             f"Machine: {report['machine']['cpus']} CPUs, load average at the start {report['machine']['load_average']}; scoring took {report['seconds'] / 60:.1f} min.", ""]
+    lines += protocol_table(m)
+    if m.get("errors"):
+        lines += ["", f"Errors: {m['errors']}"]
+    return "\n".join(lines) + "\n"
+
+
+def rescore(args, machine: dict) -> int:
+    from diffkit.evaluator import evaluate_path
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = evaluate_path(args.recipe, args.rescore)
+    report = {"date": time.strftime("%Y-%m-%d"), "rescored": True, "recipe": args.recipe, "machine": machine, "seconds": time.perf_counter() - t0,
+              "command": "python benchmarks/qm9.py " + " ".join(sys.argv[1:]), "result": result}
+    atomic_write_json(out.with_suffix(".json"), report)
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -88,15 +153,18 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=10000, help="molecules per configuration")
     p.add_argument("--steps", type=int, nargs="+", default=[100], help="ancestral lengths (categorical diffusion)")
     p.add_argument("--nfe", type=int, nargs="+", default=[20, 50], help="NFEs for the ODE samplers (Gaussian relaxation only)")
-    p.add_argument("--out", default="benchmarks/results/qm9")
+    p.add_argument("--out", default="benchmarks/results/qm9", help="output folder (with --rescore: the report's path without suffix)")
+    p.add_argument("--rescore", default=None, help="score this recorded SMILES file under the recipe's current metrics instead of training and sampling")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                "load_average": [round(v, 2) for v in os.getloadavg()]}
+    if args.rescore:
+        return rescore(args, machine)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.run:
         run_dir, summary = Path(args.run), {"reused": True}
     else:

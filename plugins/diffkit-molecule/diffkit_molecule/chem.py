@@ -18,6 +18,13 @@ Rules implemented here (each one is used everywhere, so the figures of every pat
   bond-order sum exceeds its neutral valence (N 3, O 2, S 2) by exactly one gets a +1 formal charge;
   the molecule is valid when RDKit's valence check (``SANITIZE_PROPERTIES``) then passes.
 - **canonical SMILES**: ``Chem.MolToSmiles`` of the sanitised neutral molecule (strictly valid graphs).
+- **the field's protocols** (which molecule of a sample uniqueness, novelty and FCD compare):
+  ``strict`` is the whole neutral molecule above; ``digress`` (DiGress's evaluation code) charges the
+  graph by the relaxed rule, sanitises it fully and keeps the fragment with the most heavy atoms (the
+  first in atom order on ties); ``gdss`` (GDSS's) keeps the relaxed molecule, writes its SMILES and keeps
+  the longest dot-separated part (the first on ties), re-read by RDKit. See :func:`protocol_smiles`.
+- **stability filters** (:data:`STABILITY_FILTERS`): SMARTS of motifs that the GDB enumerations behind
+  QM9 exclude as unstable or strained, matched on the sanitised molecule.
 """
 from __future__ import annotations
 
@@ -33,6 +40,25 @@ _RDKIT_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondTyp
 _ORDER = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}
 RELAXED_CHARGE_VALENCE = {"N": 3, "O": 2, "S": 2}
 """Neutral valences of the atoms that the relaxed rule may charge +1 (GDSS)."""
+
+PROTOCOLS = ("strict", "digress", "gdss")
+"""The molecule-level protocols (module docstring): whole molecule, DiGress's largest fragment, GDSS's."""
+
+STABILITY_FILTERS = {
+    "ring_triple_bond": "[r3,r4,r5,r6,r7,r8]#;@[r3,r4,r5,r6,r7,r8]",
+    "cumulated_double_bonds": "[#6,#7,#8]=[#6,#7]=[#6,#7,#8]",
+    "enol": "[OX2H1]-[#6X3]=[#6,#7]",
+    "ynol": "[OX2H1]-[#6X2]#[#6,#7]",
+    "three_ring_double_bond": "[r3]=;@[r3]",
+}
+"""QM9/GDB-style stability filters: a valid molecule passes when it matches none of these SMARTS.
+
+- ``ring_triple_bond``: a triple bond inside a ring of at most 8 atoms (cyclopropyne … cyclooctyne);
+- ``cumulated_double_bonds``: an atom with two double bonds (allenes, ketenes, ketenimines, carbodiimides);
+- ``enol``: a hydroxyl on a carbon that carries a non-aromatic double bond to C or N (enols, imidic acids);
+- ``ynol``: a hydroxyl on a triple-bonded carbon;
+- ``three_ring_double_bond``: a double bond inside a three-membered ring (cyclopropenes, azirines).
+"""
 
 
 class ChemError(ValueError):
@@ -178,3 +204,65 @@ def display_molecule(symbols, bonds):
     mol = graph_to_mol(symbols, bonds)
     mol.UpdatePropertyCache(strict=False)
     return mol, "invalid"
+
+
+# --- the field's protocols -----------------------------------------------------------------------------------
+def _relaxed_charged_mol(symbols, bonds):
+    return graph_to_mol(symbols, bonds, relaxed_charges(symbols, bonds))
+
+
+def digress_smiles(symbols, bonds) -> str | None:
+    """DiGress's molecule of a graph: +1 charges by the relaxed rule, full sanitisation, then the fragment
+    with the most heavy atoms (the first in atom order on ties); its canonical SMILES, or None when the
+    charged molecule does not sanitise."""
+    mol = _relaxed_charged_mol(symbols, bonds)
+    try:
+        Chem.SanitizeMol(mol)
+        fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=True)
+    except Exception:  # noqa: BLE001 - RDKit raises several types
+        return None
+    return Chem.MolToSmiles(max(fragments, key=lambda m: m.GetNumAtoms()))
+
+
+def gdss_smiles(symbols, bonds) -> str | None:
+    """GDSS's molecule of a graph: the relaxed molecule (valence check only), its SMILES split at the dots,
+    the longest part (the first on ties), re-read by RDKit; its canonical SMILES, or None when the graph
+    fails the relaxed valence check or the part cannot be read."""
+    mol, _ = relaxed_molecule(symbols, bonds)
+    if mol is None:
+        return None
+    part = max(Chem.MolToSmiles(mol).split("."), key=len)
+    fragment = Chem.MolFromSmiles(part)
+    return Chem.MolToSmiles(fragment) if fragment is not None else None
+
+
+def protocol_smiles(symbols, bonds, protocol: str) -> str | None:
+    """The canonical SMILES a protocol compares for one graph (None: the graph is not valid under it)."""
+    if protocol == "strict":
+        mol, _ = strict_molecule(symbols, bonds)
+        return canonical(mol) if mol is not None else None
+    if protocol == "digress":
+        return digress_smiles(symbols, bonds)
+    if protocol == "gdss":
+        return gdss_smiles(symbols, bonds)
+    raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+
+
+# --- stability filters -------------------------------------------------------------------------------------------
+_FILTER_PATTERNS: dict = {}
+
+
+def filter_patterns() -> dict:
+    """The compiled :data:`STABILITY_FILTERS` (compiled once)."""
+    if not _FILTER_PATTERNS:
+        for name, smarts in STABILITY_FILTERS.items():
+            pattern = Chem.MolFromSmarts(smarts)
+            if pattern is None:
+                raise ValueError(f"stability filter {name!r} has an unreadable SMARTS {smarts!r}; fix STABILITY_FILTERS")
+            _FILTER_PATTERNS[name] = pattern
+    return _FILTER_PATTERNS
+
+
+def failed_filters(mol) -> list[str]:
+    """Names of the stability filters whose SMARTS match the sanitised molecule ``mol`` (empty: it passes)."""
+    return [name for name, pattern in filter_patterns().items() if mol.HasSubstructMatch(pattern)]

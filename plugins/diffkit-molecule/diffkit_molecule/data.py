@@ -18,7 +18,8 @@ Processing rules (both datasets):
 
 Items are the space's elements ``{"atoms": LongTensor n, "bonds": LongTensor n×n}``;
 ``dataset.to_pyg(i)`` gives a torch-geometric ``Data`` (one-hot ``x``, both-direction ``edge_index``,
-one-hot ``edge_attr`` over single/double/triple, ``smiles``) and ``dataset.smiles`` the canonical SMILES.
+one-hot ``edge_attr`` over single/double/triple, ``smiles``), ``dataset.smiles`` the canonical SMILES and
+``dataset.dataset_smiles`` those of every split of the source (for novelty against the whole dataset).
 """
 from __future__ import annotations
 
@@ -56,9 +57,11 @@ def cache_root() -> Path:
 class MoleculeDataset(Dataset):
     """Molecular graphs packed in tensors; ``space`` is the molecule space they belong to."""
 
-    def __init__(self, atoms: torch.Tensor, bonds: torch.Tensor, sizes: torch.Tensor, smiles: list[str], space: MoleculeSpace, info: dict):
+    def __init__(self, atoms: torch.Tensor, bonds: torch.Tensor, sizes: torch.Tensor, smiles: list[str], space: MoleculeSpace, info: dict,
+                 dataset_smiles: list[str] | None = None):
         self.atoms, self.bonds, self.sizes = atoms, bonds, sizes
         self.smiles = smiles
+        self.dataset_smiles = smiles if dataset_smiles is None else dataset_smiles  # every split's molecules (novelty against all of them)
         self.space = space
         self.info = info
 
@@ -193,7 +196,8 @@ def split_indices(n: int, seed: int, max_train: int | None = None, test_fraction
 def _select(tensors, smiles, idx, space, info, split) -> MoleculeDataset:
     idx = idx.long()
     info = {**info, "split": split, "split_size": int(idx.numel())}
-    return MoleculeDataset(tensors["atoms"][idx], tensors["bonds"][idx], tensors["sizes"][idx].long(), [smiles[i] for i in idx.tolist()], space, info)
+    return MoleculeDataset(tensors["atoms"][idx], tensors["bonds"][idx], tensors["sizes"][idx].long(), [smiles[i] for i in idx.tolist()], space, info,
+                           dataset_smiles=smiles)
 
 
 def _check_split(split: str) -> None:

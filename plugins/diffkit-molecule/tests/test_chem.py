@@ -86,3 +86,81 @@ def test_distribution_distances_are_zero_at_identity_and_positive_otherwise():
     for k in ("atom_types_distance", "bond_types_distance", "valency_distance", "size_distance"):
         assert same[k] == 0.0
         assert 0.0 < other[k] <= 1.0
+
+
+def test_connected_counts_invalid_graphs_and_valid_connected_does_not():
+    # valid: CCO, CC.O (two fragments), benzene; invalid: two pentavalent carbons and a pentavalent-carbon fragment pair
+    smiles = ["CCO", "CC.O", "CC(C)(C)(C)C", "CC(C)(C)(C)C.C", "c1ccccc1", "FC(F)(F)(F)F"]
+    f = evaluate_smiles(smiles, reference_smiles=["CCO"], train_smiles=[], fcd=False, nspdk=False)["figures"]
+    assert f["validity"] == pytest.approx(3 / 6)
+    assert f["connected"] == pytest.approx(4 / 6)         # CCO, both single-fragment pentavalent carbons, benzene
+    assert f["valid_connected"] == pytest.approx(2 / 6)   # CCO and benzene
+    assert f["connected"] > f["validity"] > f["valid_connected"]
+
+
+def test_the_three_protocols_on_hand_made_samples():
+    # strict compares whole molecules: CCO, C.CCO, CC.CCO, CCCC are four different valid molecules;
+    # digress and gdss keep the largest fragment (CCO three times) and also accept the N+ of CN(C)(C)C
+    smiles = ["CCO", "CCO.C", "OCC.CC", "CN(C)(C)C", "CCCC", "CC(C)(C)(C)C"]
+    f = evaluate_smiles(smiles, reference_smiles=["CCO", "CCN"], train_smiles=["CCO"], dataset_smiles=["CCO", "CCCC"], fcd=False, nspdk=False)["figures"]
+    assert f["validity"] == pytest.approx(4 / 6) and f["validity_relaxed"] == pytest.approx(5 / 6)
+    assert f["uniqueness"] == 1.0                                      # 4 distinct of 4
+    assert f["novelty"] == pytest.approx(3 / 4) and f["vun"] == pytest.approx(3 / 6)            # C.CCO, CC.CCO, CCCC are not in training
+    assert f["novelty_all_splits"] == pytest.approx(2 / 4) and f["vun_all_splits"] == pytest.approx(2 / 6)   # CCCC is in the dataset
+    for p in ("digress", "gdss"):
+        assert f[f"uniqueness_{p}"] == pytest.approx(3 / 5)            # CCO ×3, C[N+](C)(C)C, CCCC
+        assert f[f"novelty_{p}"] == pytest.approx(2 / 3) and f[f"vun_{p}"] == pytest.approx(2 / 6)
+        assert f[f"novelty_all_splits_{p}"] == pytest.approx(1 / 3) and f[f"vun_all_splits_{p}"] == pytest.approx(1 / 6)
+
+
+def test_largest_fragment_rules_of_digress_and_gdss_differ_as_written():
+    # pentane has more heavy atoms (DiGress keeps it); OC(F)F has the longer SMILES (GDSS keeps it)
+    symbols, bonds, _ = chem.smiles_to_graph("CCCCC.OC(F)F")
+    assert chem.protocol_smiles(symbols, bonds, "strict") == "CCCCC.OC(F)F"
+    assert chem.protocol_smiles(symbols, bonds, "digress") == "CCCCC"
+    assert chem.protocol_smiles(symbols, bonds, "gdss") == "OC(F)F"
+    symbols, bonds, _ = chem.smiles_to_graph("CC(C)(C)(C)C", allow_invalid=True)
+    assert all(chem.protocol_smiles(symbols, bonds, p) is None for p in chem.PROTOCOLS)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        chem.protocol_smiles(symbols, bonds, "moses")
+
+
+FILTER_CASES = [                       # SMILES, the filters it fails
+    ("c1ccccc1", []),
+    ("C1CC1", []),
+    ("CC(C)=O", []),
+    ("Oc1ccccc1", []),                 # a phenol is aromatic, not an enol
+    ("C=C1CC1", []),                   # exocyclic double bond on a cyclopropane
+    ("C1#CCCCCCCC1", []),              # cyclononyne: a ring of 9
+    ("CC#N", []),
+    ("C=CC=C", []),                    # conjugated, not cumulated
+    ("OCC#C", []),                     # propargyl alcohol: the hydroxyl is not on the triple bond
+    ("C1#CC1", ["ring_triple_bond"]),  # cyclopropyne
+    ("C1#CCCCCCC1", ["ring_triple_bond"]),
+    ("C=C=C", ["cumulated_double_bonds"]),
+    ("C=C=O", ["cumulated_double_bonds"]),
+    ("C=C(C)O", ["enol"]),
+    ("CC(O)=N", ["enol"]),             # imidic acid
+    ("OC#C", ["ynol"]),
+    ("C1=CC1", ["three_ring_double_bond"]),
+    ("C1=NC1", ["three_ring_double_bond"]),
+]
+
+
+@pytest.mark.parametrize("smiles,failed", FILTER_CASES)
+def test_each_stability_filter_on_molecules_whose_answer_is_known(smiles, failed):
+    from rdkit import Chem
+
+    assert chem.failed_filters(Chem.MolFromSmiles(smiles)) == failed
+
+
+def test_filters_figure_counts_valid_molecules_only():
+    # valid: benzene, cyclopropyne, acetone twice, an enol, acetone with a methane fragment; invalid: a pentavalent carbon
+    smiles = ["c1ccccc1", "C1#CC1", "CC(C)=O", "C=C(C)O", "CC(C)(C)(C)C", "CC(C)=O", "CC(C)=O.C"]
+    f = evaluate_smiles(smiles, reference_smiles=["CCO", "C1=CC1"], train_smiles=[], dataset_smiles=["c1ccccc1"], fcd=False, nspdk=False)["figures"]
+    assert f["filters"] == pytest.approx(4 / 6)
+    assert f["filters_fail_ring_triple_bond"] == pytest.approx(1 / 6) and f["filters_fail_enol"] == pytest.approx(1 / 6)
+    assert f["filters_fail_ynol"] == 0.0
+    assert f["filters_reference"] == pytest.approx(1 / 2)
+    # distinct single-fragment molecules outside the dataset: cyclopropyne, acetone, the enol; only acetone passes
+    assert f["filters_novel_n"] == 3 and f["filters_novel"] == pytest.approx(1 / 3)
