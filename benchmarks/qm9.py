@@ -26,7 +26,9 @@ from pathlib import Path
 
 import torch
 
-from diffkit.pipeline import evaluate, generate, load_dataset, load_recipe, load_run, read_log
+from diffkit.recipe import load_dataset, load_recipe
+
+from diffkit.runs import evaluate, generate, load_run, read_log
 from diffkit.training.checkpoint import atomic_write_json
 from diffkit.training.trainer import train
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from diffkit import __version__
-from diffkit.training.checkpoint import atomic_write_json
+from diffkit.training.checkpoint import atomic_write_json, read_config
 
 TIERS = ("quick", "standard", "full")
 DEFAULT_NFE = {"quick": [10], "standard": [10, 20, 50], "full": [10, 20, 50]}
@@ -51,7 +51,7 @@ DEFAULT_SAMPLERS = ["ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m"]
 
 def discover_tasks() -> dict[str, dict]:
     """Every registered recipe with a ``[bench]`` table, by task name; broken recipes are skipped and reported."""
-    from diffkit.pipeline import load_recipe
+    from diffkit.recipe import load_recipe
     from diffkit.registry import RegistryError, names
 
     tasks, broken = {}, {}
@@ -119,7 +119,7 @@ def machine() -> dict:
 
 
 def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu", progress: bool = True, seed: int = 0) -> dict:
-    from diffkit.pipeline import evaluate, generate, load_run, read_log
+    from diffkit.runs import evaluate, generate, load_run, read_log
     from diffkit.samplers import registered, steps_for_nfe
     from diffkit.training.trainer import train
 
@@ -129,13 +129,13 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
     run_dir = task_dir / "run"
     t0 = time.perf_counter()
     if (run_dir / "config.json").exists():
-        cfg = json.loads((run_dir / "config.json").read_text())
+        cfg = read_config(run_dir)
         if cfg.get("step", 0) < recipe["train"]["steps"]:
             train(recipe, run_dir, device=device, resume=True, progress=progress)
     else:
         train(recipe, run_dir, device=device, progress=progress)
     train_seconds = time.perf_counter() - t0
-    steps_done = int(json.loads((run_dir / "config.json").read_text()).get("step", recipe["train"]["steps"]))  # fewer when a time budget stopped it
+    steps_done = int(read_config(run_dir).get("step", recipe["train"]["steps"]))  # fewer when a time budget stopped it
     log = [r for r in read_log(run_dir) if "items_per_second" in r]
     throughput = sum(r["items_per_second"] for r in log) / max(len(log), 1)
     run = load_run(run_dir, device=device)
@@ -158,7 +158,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
         items, labels, timing = generate(run, plan["n"], sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, options=opts)
         sample_dir = task_dir / "samples" / (f"{sampler}-nfe{timing['nfe']}" + (f"-w{guidance:g}" if several else ""))
         if reference_data is None and recipe.get("eval", {}).get("metrics"):
-            from diffkit.pipeline import load_dataset
+            from diffkit.recipe import load_dataset
 
             reference_data = load_dataset(recipe, recipe.get("eval", {}).get("reference", "test"))
         metrics = evaluate(run, items, labels, out_dir=sample_dir, reference_data=reference_data) if reference_data is not None else {}

@@ -12,7 +12,7 @@ import inspect
 from pathlib import Path
 
 from diffkit.evaluation import EvalContext, run_metrics, split_items
-from diffkit.pipeline import load_dataset, load_recipe
+from diffkit.recipe import load_dataset, load_recipe
 
 
 def metric_definitions(names) -> dict:

@@ -12,15 +12,11 @@ from __future__ import annotations
 import importlib.metadata as metadata
 from dataclasses import dataclass, field
 
-KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes")
-SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe"}
+KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes", "pretrained")
+SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe",
+            "pretrained": "shipped model"}
 
-# Where well-known names live, so a missing one gets an install hint.
-KNOWN_PROVIDERS = {
-    "image": ("unet", "digits", "digits-quick", "image-folder", "digits-frechet", "digits-accuracy"),
-    "audio": ("diffwave", "spoken-digits", "spoken-digits-quick", "audio-folder"),
-    "molecule": ("qm9", "qm9-quick", "qm9-onehot", "qm9-onehot-quick", "smiles-file", "graph-transformer", "molecule", "molecule-onehot", "fcd"),
-}
+NOT_PLUGIN_EXTRAS = ("all", "dev", "bench")
 
 
 class RegistryError(LookupError):
@@ -96,15 +92,31 @@ def names(kind: str) -> list[str]:
     return sorted({n for (k, n) in discover() if k == kind} | {n for (k, n) in _LOCAL if k == kind})
 
 
-def _hint(name: str) -> str:
-    for extra, provided in KNOWN_PROVIDERS.items():
-        if name in provided:
-            return f"; it comes with diffkit-{extra}: pip install 'diffkit[{extra}]'"
-    return ""
+def provider(kind: str, name: str) -> str | None:
+    """The distribution that registers component ``name`` of ``kind`` here (None for local or unknown ones).
+    Runs record it beside each component, so a run moved to a machine without that plugin says what to install."""
+    comp = discover().get((kind, name))
+    return None if comp is None else comp.distribution
 
 
-def load(kind: str, name: str):
-    """Import and return the component ``name`` of ``kind``, with a clear error if that fails."""
+def _hint(provided_by: str | None) -> str:
+    """What to install: the distribution a run recorded, or else the core's own plugin extras (the core
+    knows its extras from its own metadata, never the names its plugins register)."""
+    if provided_by:
+        return f"; it came from the distribution {provided_by}: pip install {provided_by}"
+    try:
+        extras = [e for e in metadata.metadata("diffkit").get_all("Provides-Extra") or [] if e not in NOT_PLUGIN_EXTRAS]
+    except metadata.PackageNotFoundError:
+        extras = []
+    if not extras:
+        return ""
+    return "; plugins add components: " + ", ".join(f"pip install 'diffkit[{e}]'" for e in extras)
+
+
+def load(kind: str, name: str, provided_by: str | None = None):
+    """Import and return the component ``name`` of ``kind``, with a clear error if that fails.
+
+    ``provided_by``: the distribution that provided the name where it was recorded (a run's config), for the hint."""
     if kind not in KINDS:
         raise RegistryError(f"unknown component kind {kind!r}; use one of {KINDS}")
     if (kind, name) in _LOCAL:
@@ -112,7 +124,7 @@ def load(kind: str, name: str):
     comp = discover().get((kind, name))
     if comp is None:
         available = ", ".join(names(kind)) or "none"
-        raise RegistryError(f"no {SINGULAR[kind]} named {name!r} is installed (installed: {available}){_hint(name)}")
+        raise RegistryError(f"no {SINGULAR[kind]} named {name!r} is installed (installed: {available}){_hint(provided_by)}")
     if comp.status == "conflict":
         raise RegistryError(comp.error)
     if (kind, name) in _LOADED:

@@ -5,7 +5,7 @@ import pytest
 
 from diffkit import registry
 from diffkit.bench import discover_tasks, run_bench
-from diffkit.pipeline import load_recipe
+from diffkit.recipe import load_recipe
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
 """Conditioning fields (``FieldSpec.diffused = False``): computed by the space, never noised, carried through
 training and sampling to the backbone, and taken from the reference split at sampling time."""
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from diffkit import registry
 from diffkit.oracle import gmm_dataset
-from diffkit.pipeline import RecipeError, build_run, generate, load_dataset, load_recipe, reference_conditioning, sample_run
+from diffkit.recipe import RecipeError, build_run, load_dataset, load_recipe
+from diffkit.runs import generate, reference_conditioning, sample_run
 from diffkit.spaces import EuclideanSpace
 from diffkit.spaces.base import FieldSpec
 from diffkit.state import State
@@ -132,3 +135,22 @@ def test_training_carries_conditioning_and_sample_writes_the_reference_beside(co
     reference = load_file(str(tmp_path / "run" / "samples" / "reference" / "samples.safetensors"))["x"]
     assert torch.allclose(samples, reference, atol=1e-5) and torch.equal(reference, mirrored_dataset("test").data[:6])
     assert any("reference" in f for f in summary["files"])
+
+
+def test_sample_loads_each_split_once(components, tmp_path):
+    """Conditioning and metrics both read the reference split, novelty the training split: one load each."""
+    Trainer(recipe(), tmp_path / "run", progress=False).fit()
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["recipe"]["eval"]["metrics"] = ["sliced-wasserstein"]
+    config_path.write_text(json.dumps(config))
+    loads = []
+
+    def counting(split="train", **options):
+        loads.append(split)
+        return mirrored_dataset(split, **options)
+
+    registry.register("datasets", "test-mirrored", counting)
+    summary = sample_run(tmp_path / "run", n=6, progress=False)
+    assert summary["metrics"]["sliced_wasserstein"] >= 0
+    assert sorted(loads) == ["test", "train"], loads

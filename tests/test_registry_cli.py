@@ -67,10 +67,15 @@ def test_name_claimed_twice_names_both_distributions(fake_plugins):
     assert "rival-a" in str(err.value) and "rival-b" in str(err.value)
 
 
-def test_unknown_name_gets_an_install_hint(monkeypatch):
-    monkeypatch.setitem(registry.KNOWN_PROVIDERS, "molecule", ("imaginary-net",))
+def test_unknown_name_gets_the_core_extras_as_install_hint():
+    # the core knows its own extras (its metadata), never the names its plugins register
     with pytest.raises(registry.RegistryError, match=r"no backbone named 'imaginary-net'.*pip install 'diffkit\[molecule\]'"):
         registry.load("backbones", "imaginary-net")
+
+
+def test_unknown_name_recorded_with_its_distribution_names_that_distribution():
+    with pytest.raises(registry.RegistryError, match=r"came from the distribution diffkit-imaginary: pip install diffkit-imaginary"):
+        registry.load("backbones", "imaginary-net", provided_by="diffkit-imaginary")
 
 
 def test_cli_plugins_json_lists_every_component_with_status(fake_plugins):

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from diffkit import registry
 from diffkit.metrics import sliced_wasserstein
 from diffkit.oracle import ring
-from diffkit.pipeline import generate, load_recipe, load_run, read_log
+from diffkit.recipe import load_recipe
+from diffkit.runs import generate, load_run, read_log
 from diffkit.training import CheckpointError
 from diffkit.training.trainer import TrainingDiverged, train
 
@@ -122,6 +123,20 @@ def test_flipped_byte_is_refused(trained):
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
+        load_run(trained)
+
+
+def test_run_records_which_distribution_provided_each_component(trained):
+    config = json.loads((trained / "config.json").read_text())
+    assert config["providers"]["backbones/mlp"] == "diffkit" and config["providers"]["datasets/gmm"] == "diffkit"
+
+
+def test_run_whose_plugin_is_missing_names_the_distribution_to_install(trained):
+    path = trained / "config.json"
+    config = json.loads(path.read_text())
+    config["providers"]["backbones/imaginary-net"] = "diffkit-imaginary"
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"backbone 'imaginary-net' from diffkit-imaginary, which is not installed here; pip install diffkit-imaginary"):
         load_run(trained)
 
 

@@ -29,7 +29,7 @@ class FieldSpec:
 
     ``diffused = False`` marks a conditioning field (a vocoder's mel frames, say): ``collate`` computes
     it beside the diffused fields, every State carries it to the backbone unchanged, the recipe gives it
-    no process, and at sampling time its values come from the reference split (``diffkit.pipeline.generate``).
+    no process, and at sampling time its values come from the reference split (``diffkit.runs.generate``).
     """
 
     name: str
@@ -69,9 +69,18 @@ class Space:
         """Turn a sampled State back into a list of elements (quantise, clamp, argmax, symmetrise)."""
         raise NotImplementedError
 
-    def write(self, items: list, out: Path, **kwargs) -> list[Path]:
-        """Write decoded elements under directory ``out`` in the modality's natural form."""
+    def write(self, items: list, out: Path, *, labels=None, reference: list | None = None, title: str = "", **kwargs) -> list[Path]:
+        """Write decoded elements under directory ``out`` in the modality's natural form.
+
+        ``labels``: class labels to put in file names (``read_labelled`` reads them back); ``reference``:
+        reference elements a space may draw beside the samples (a scatter plot over the data, say);
+        ``title``: a caption for figures. A space uses what it can show and ignores the rest."""
         raise NotImplementedError
+
+    def natural(self, items: list) -> list:
+        """Decoded elements in the modality's natural Python form (what ``diffkit.load(...).sample`` returns):
+        the elements themselves unless a space says otherwise (audio: ``AudioClip(wave, rate)``; molecules: RDKit)."""
+        return list(items)
 
     def read(self, path: Path) -> tuple[list, list[dict]]:
         """Read samples written in the modality's natural form (a file or a folder).

@@ -34,7 +34,8 @@ class EuclideanSpace(Space):
     def decode(self, state: State) -> list[torch.Tensor]:
         return list(state["x"].detach().float().cpu())
 
-    def write(self, items: list, out: Path, *, reference: torch.Tensor | None = None, title: str = "", **kwargs) -> list[Path]:
+    def write(self, items: list, out: Path, *, reference: list | None = None, title: str = "", **kwargs) -> list[Path]:
+        """``samples.safetensors`` and, in 2-D or more, a scatter plot of the samples over ``reference`` elements."""
         from safetensors.torch import save_file
 
         out = Path(out)
@@ -45,7 +46,8 @@ class EuclideanSpace(Space):
         if self.dim >= 2:
             from diffkit.plotting import scatter_png
 
-            paths.append(scatter_png(xs, out / "samples.png", reference=reference, title=title))
+            ref = torch.stack(list(reference)) if reference is not None and len(reference) else None
+            paths.append(scatter_png(xs, out / "samples.png", reference=ref, title=title))
         return paths
 
     def read(self, path: Path) -> tuple[list, list[dict]]:

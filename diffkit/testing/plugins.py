@@ -31,7 +31,7 @@ def shrink_recipe(recipe: dict, *, steps: int = 2, sample_n: int = 8, sample_ste
 
 
 def check_recipe(recipe, *, name: str | None = None, steps: int = 2, sample_n: int = 8, sample_steps: int = 4, out_dir: str | Path | None = None) -> list[str]:
-    """Train a recipe for ``steps`` steps and sample it through :mod:`diffkit.pipeline`; returns the contracts checked.
+    """Train a recipe for ``steps`` steps and sample it through :mod:`diffkit.runs`; returns the contracts checked.
 
     Rules enforced:
 
@@ -43,7 +43,9 @@ def check_recipe(recipe, *, name: str | None = None, steps: int = 2, sample_n: i
     """
     from safetensors.torch import load_file
 
-    from diffkit.pipeline import generate, load_recipe, load_run, sample_run
+    from diffkit.recipe import load_recipe
+
+    from diffkit.runs import generate, load_run, sample_run
     from diffkit.training.checkpoint import unprefixed
     from diffkit.training.trainer import train
 
@@ -156,7 +158,7 @@ def _load(kind: str, name: str):
 @functools.lru_cache(maxsize=None)
 def _recipes_of(distribution: str) -> tuple:
     """``(name, recipe dict or None)`` for the recipes a distribution registers (None when it does not load)."""
-    from diffkit.pipeline import load_recipe
+    from diffkit.recipe import load_recipe
 
     out = []
     for (kind, name), comp in sorted(registry.discover().items()):
@@ -204,7 +206,7 @@ def _check_space_component(distribution: str, name: str) -> list[str]:
 
 
 def _check_backbone_component(distribution: str, name: str) -> list[str]:
-    from diffkit.pipeline import build_run
+    from diffkit.recipe import build_run
 
     factory = _load("backbones", name)
     ck = Checker("backbone", name)
@@ -226,7 +228,7 @@ def _check_dataset_component(distribution: str, name: str) -> list[str]:
 
 def _check_metric_component(distribution: str, name: str) -> list[str]:
     from diffkit.evaluation import EvalContext
-    from diffkit.pipeline import load_dataset
+    from diffkit.recipe import load_dataset
 
     metric = _load("metrics", name)
     ck = Checker("metric", name)
@@ -247,7 +249,7 @@ def plugin_checks(distribution: str, *, steps: int = 2, sample_n: int = 8) -> li
     """``(id, check)`` pairs, one per component that ``distribution`` registers, for ``pytest.mark.parametrize``.
 
     Each ``check()`` runs that component's conformance checks and raises :class:`ConformanceError` on failure.
-    Recipes are trained for ``steps`` steps and sampled (``sample_n`` samples) through :mod:`diffkit.pipeline`.
+    Recipes are trained for ``steps`` steps and sampled (``sample_n`` samples) through :mod:`diffkit.runs`.
     """
     comps = [(k, n) for (k, n), c in sorted(registry.discover(refresh=True).items()) if _norm(c.distribution) == _norm(distribution)]
     _recipes_of.cache_clear()

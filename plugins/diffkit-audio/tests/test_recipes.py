@@ -5,7 +5,8 @@ import json
 import pytest
 
 from diffkit.evaluation import EvalContext, split_items
-from diffkit.pipeline import build_run, load_dataset, load_recipe, load_run
+from diffkit.recipe import build_run, load_dataset, load_recipe
+from diffkit.runs import load_run
 from diffkit.registry import load, names
 from diffkit.testing import check_backbone, check_metric, check_recipe, check_space
 

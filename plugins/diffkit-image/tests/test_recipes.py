@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffkit.pipeline import build_run, load_recipe, sample_run
+from diffkit.recipe import build_run, load_recipe
+
+from diffkit.runs import sample_run
 from diffkit.registry import load, names
 from diffkit.testing import check_dataset, plugin_checks
 from diffkit.training.trainer import train

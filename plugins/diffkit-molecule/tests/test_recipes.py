@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from diffkit.pipeline import load_recipe, sample_run
+from diffkit.recipe import load_recipe
+
+from diffkit.runs import sample_run
 from diffkit.training.trainer import train
 
 RECIPES = ["qm9", "qm9-quick", "qm9-cpu", "qm9-onehot", "qm9-onehot-quick"]

@@ -64,7 +64,7 @@ def test_space_errors_name_the_fix():
 @pytest.mark.slow
 def test_quick_recipe_learns_the_autocorrelation(tmp_path):
     """seasonal-quick (300 steps) must beat white noise of the data's variance by far on acf_error."""
-    from diffkit.pipeline import sample_run
+    from diffkit.runs import sample_run
     from diffkit.training.trainer import train
 
     summary = train("seasonal-quick", tmp_path / "run", progress=False)

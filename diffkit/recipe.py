@@ -1,0 +1,200 @@
+"""Recipes: load one (a registered name, a TOML file or a dict), fill its defaults, and build what it names.
+
+A recipe names a dataset, one process per diffused field of the dataset's space, a backbone with its
+parameterisation, a training budget, a sampler and metrics. :func:`build_run` turns it into a
+:class:`Run` (space, statistics, diffusion, denoiser); the layers above (``diffkit.runs`` for trained
+runs, ``diffkit.training`` for training) start from here, and nothing here imports them.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffkit.denoiser import Denoiser
+from diffkit.evaluation import split_items
+from diffkit.processes.composite import Diffusion
+from diffkit.registry import RegistryError, load
+from diffkit.spaces.base import Space
+from diffkit.state import State
+
+TRAIN_DEFAULTS = {
+    "steps": 1000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "lr_decay": "none", "ema": 0.999,
+    "grad_clip": 1.0, "weighting": "simple", "gamma": 5.0, "p_uncond": 0.0, "checkpoint_every": 500, "log_every": 50,
+    "field_weights": {}, "vlb_weight": 0.0, "precision": "fp32", "compile": False, "betas": [0.9, 0.999], "max_minutes": None,
+    "init": None,
+}
+SAMPLE_DEFAULTS = {"sampler": "dpmpp-2m", "steps": 20, "n": 1000, "batch_size": 1000, "guidance": None, "schedule": None, "options": {}}
+
+
+class RecipeError(ValueError):
+    """A recipe is missing, malformed or names something that does not fit."""
+
+
+# --- recipes -------------------------------------------------------------------------------------
+def load_recipe(recipe: str | Path | dict) -> dict:
+    """A recipe dict from a dict, a TOML path or a registered recipe name."""
+    if isinstance(recipe, dict):
+        out = copy.deepcopy(recipe)
+    else:
+        text = str(recipe)
+        path = Path(text)
+        if text.endswith(".toml") or path.exists():
+            if not path.exists():
+                raise RecipeError(f"recipe file {path} does not exist; pass a registered recipe name (diffkit plugins) or a TOML path")
+            try:
+                out = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise RecipeError(f"recipe file {path} is not valid TOML ({exc}); fix the syntax") from None
+        else:
+            try:
+                obj = load("recipes", text)
+            except RegistryError as exc:
+                raise RecipeError(str(exc)) from None
+            out = obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
+    for section in ("data", "diffusion", "model"):
+        if section not in out:
+            raise RecipeError(f"recipe {out.get('name', recipe)!r} has no [{section}] section; see docs/contracts.md for the recipe format")
+    out.setdefault("name", str(recipe))
+    out["train"] = {**TRAIN_DEFAULTS, **out.get("train", {})}
+    out["sample"] = {**SAMPLE_DEFAULTS, **out.get("sample", {})}
+    out.setdefault("eval", {"metrics": [], "reference": "test"})
+    out.setdefault("seed", 0)
+    return out
+
+
+# --- building -------------------------------------------------------------------------------------
+def load_dataset(recipe: dict, split: str = "train"):
+    """The recipe's dataset for ``split``. ``[data] space = {...}`` rebuilds the dataset's space with those
+    keyword arguments over its ``config()`` (e.g. ``{ n_mels = 40 }`` asks the audio space for mel frames)."""
+    data = recipe["data"]
+    factory = load("datasets", data["dataset"])
+    dataset = factory(split=split, **data.get("options", {}))
+    if not isinstance(getattr(dataset, "space", None), Space):
+        raise RecipeError(f"dataset {data['dataset']!r} has no .space (a diffkit Space); datasets must say what their elements are")
+    if data.get("space"):
+        space = dataset.space
+        try:
+            dataset.space = type(space)(**{**space.config(), **data["space"]})
+        except TypeError as exc:
+            raise RecipeError(f"[data] space = {data['space']} does not fit space {space.name!r} ({exc}); its options are {sorted(space.config())}") from None
+    return dataset
+
+
+def build_space(spec: dict) -> Space:
+    cls = load("spaces", spec["name"])
+    return cls(**spec["config"])
+
+
+def conditioning_fields(space: Space) -> list[str]:
+    """The space's fields that are not diffused (``FieldSpec.diffused = False``): inputs the backbone reads."""
+    return [f.name for f in space.fields if not f.diffused]
+
+
+def build_diffusion(recipe: dict, space: Space, stats: dict) -> Diffusion:
+    """One process per diffused field of ``space`` from the recipe's ``[diffusion.<field>]`` tables
+    (conditioning fields get none: they travel through noising and sampling unchanged)."""
+    processes, layouts = {}, {}
+    table = recipe["diffusion"]
+    unknown = set(table) - {f.name for f in space.fields}
+    if unknown:
+        raise RecipeError(f"[diffusion] names field(s) {sorted(unknown)} that space {space.name!r} does not have; its fields are {[f.name for f in space.fields]}")
+    fixed = sorted(set(table) & set(conditioning_fields(space)))
+    if fixed:
+        raise RecipeError(f"[diffusion] gives a process for conditioning field(s) {fixed} of space {space.name!r}, which are never noised; remove [diffusion.{fixed[0]}]")
+    for f in space.fields:
+        if not f.diffused:
+            continue
+        if f.name not in table:
+            raise RecipeError(f"[diffusion] gives no process for field {f.name!r} of space {space.name!r}; add [diffusion.{f.name}] process = \"...\"")
+        options = dict(table[f.name])
+        name = options.pop("process", None)
+        if name is None:
+            raise RecipeError(f"[diffusion.{f.name}] has no 'process' key")
+        if options.get("frequencies") == "data":
+            try:
+                options["frequencies"] = stats["frequencies"][f.name]
+            except KeyError:
+                raise RecipeError(f"[diffusion.{f.name}] asks for data frequencies but space {space.name!r} computes none for it") from None
+        processes[f.name] = load("processes", name)(f, **options)
+        layouts[f.name] = f.layout
+    return Diffusion(processes, layouts)
+
+
+def build_backbone(recipe: dict, space: Space, diffusion: Diffusion) -> torch.nn.Module:
+    model = recipe["model"]
+    factory = load("backbones", model["backbone"])
+    return factory(space, diffusion, num_classes=int(model.get("num_classes", 0)), **model.get("options", {}))
+
+
+@dataclass
+class Run:
+    """A built model: space, diffusion, denoiser (backbone + parameterisation) and statistics."""
+
+    recipe: dict
+    space: Space
+    stats: dict
+    diffusion: Diffusion
+    denoiser: Denoiser
+    dataset: Any = None
+    extra: dict = field(default_factory=dict)
+    splits: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.recipe["model"].get("num_classes", 0))
+
+    def split(self, name: str):
+        """The recipe's dataset for split ``name``, loaded once per run and kept: a command that needs a split
+        twice (conditioning and metrics both read the reference split) reads it once."""
+        if name == "train" and self.dataset is not None:
+            return self.dataset
+        if name not in self.splits:
+            self.splits[name] = load_dataset(self.recipe, name)
+            if name == "train":
+                self.dataset = self.splits[name]
+        return self.splits[name]
+
+    @property
+    def reference_split(self) -> str:
+        """The split metrics compare with and conditioning fields are taken from (``[eval] reference``)."""
+        return self.recipe.get("eval", {}).get("reference", "test")
+
+    def space_spec(self) -> dict:
+        return {"name": self.space.name, "config": self.space.config()}
+
+    def providers(self) -> dict:
+        """The distribution that registered each component the recipe names, as ``{"kind/name": distribution}``:
+        written into a run's config, so loading it where a plugin is missing says which one to install."""
+        from diffkit.registry import provider
+
+        named = [("spaces", self.space.name), ("datasets", self.recipe["data"]["dataset"]), ("backbones", self.recipe["model"]["backbone"])]
+        named += [("processes", table["process"]) for table in self.recipe["diffusion"].values() if "process" in table]
+        named += [("samplers", self.recipe["sample"]["sampler"])] + [("metrics", m) for m in self.recipe.get("eval", {}).get("metrics", [])]
+        found = {f"{kind}/{name}": provider(kind, name) for kind, name in named}
+        return {k: v for k, v in sorted(found.items()) if v}
+
+
+def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Space | None = None) -> Run:
+    """Build every component of a recipe. Without ``stats``, the training data is loaded and fitted."""
+    if space is None or stats is None:
+        dataset = dataset if dataset is not None else load_dataset(recipe, "train")
+        space = dataset.space
+        if stats is None:
+            elements, _ = split_items(dataset)
+            stats = space.fit(elements)
+    diffusion = build_diffusion(recipe, space, stats)
+    backbone = build_backbone(recipe, space, diffusion)
+    denoiser = Denoiser(backbone, diffusion, recipe["model"].get("parameterization", "eps"))
+    return Run(recipe, space, stats, diffusion, denoiser, dataset)
+
+
+def collate_dataset(space: Space, dataset) -> tuple[State, torch.Tensor | None]:
+    """Encode a whole dataset once: the State of every element and their labels (or None)."""
+    elements, labels = split_items(dataset)
+    state = space.collate(elements)
+    return state, (None if labels is None else torch.tensor(labels, dtype=torch.long))

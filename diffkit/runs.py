@@ -1,0 +1,187 @@
+"""Trained runs: load one from its directory, draw samples, write them in the modality's natural form, score them.
+
+The layer above :mod:`diffkit.recipe` (which builds the components) and the run-directory format
+(``diffkit.training.checkpoint``): ``diffkit sample``, ``diffkit bench`` and ``diffkit eval`` go through here.
+Each dataset split a command needs is loaded once per :class:`~diffkit.recipe.Run` (:meth:`Run.split`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from diffkit.denoiser import guided
+from diffkit.evaluation import EvalContext, run_metrics, split_items
+from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
+from diffkit.registry import KINDS, SINGULAR, RegistryError, names
+from diffkit.state import State
+from diffkit.training.checkpoint import CheckpointError, atomic_write_json, load_tensors, read_config, unprefixed
+
+
+# --- loading a trained run ---------------------------------------------------------------------
+def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> Run:
+    """Rebuild a run from its directory (config.json + model.safetensors); ``weights`` is ``ema`` or ``model``."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    recipe = config["recipe"]
+    for key, dist in config.get("providers", {}).items():  # a component whose plugin is missing here: say which to install
+        kind, _, name = key.partition("/")
+        if kind in KINDS and name not in names(kind):
+            raise CheckpointError(f"{run_dir} was trained with the {SINGULAR[kind]} {name!r} from {dist}, which is not installed here; pip install {dist}")
+    try:
+        space = build_space(config["space"])
+    except RegistryError as exc:
+        raise CheckpointError(f"{run_dir} was trained with space {config['space']['name']!r}, which is not installed here: {exc}") from None
+    run = build_run(recipe, stats=config.get("stats", {}), space=space)
+    tensors = load_tensors(run_dir, "model.safetensors", config)
+    state = unprefixed(weights, tensors) or unprefixed("model", tensors)
+    missing, unexpected = run.denoiser.backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{run_dir}/model.safetensors does not fit the recipe's backbone (missing {missing[:3]}, unexpected {unexpected[:3]}); the run and the installed plugin disagree")
+    run.denoiser.to(device).eval()
+    run.extra["config"] = config
+    return run
+
+
+# --- sampling ---------------------------------------------------------------------------------------
+def reference_conditioning(run: Run, n: int, split: str | None = None) -> tuple[State, list | None, list]:
+    """Conditioning for ``n`` samples, taken from the first ``n`` elements of the recipe's reference split
+    (``[eval] reference``, default ``test``): the conditioning fields of their collated State, their labels
+    (or None) and the elements. Sample ``i`` is then conditioned on reference element ``i``, which is what
+    paired metrics (``mrstft`` with ``paired = true``) compare it with."""
+    split = split or run.reference_split
+    fields = conditioning_fields(run.space)
+    items, labels = split_items(run.split(split))
+    if n > len(items):
+        raise RecipeError(f"space {run.space.name!r} is conditioned on {fields} from split {split!r}, one sample per element, but n={n} exceeds its {len(items)} elements; lower n")
+    state = run.space.collate(items[:n])
+    return State({k: state[k] for k in fields}), (None if labels is None else labels[:n]), items[:n]
+
+
+def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None, schedule: str | None = None,
+             seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None,
+             conditioning: State | None = None) -> tuple[list, list | None, dict]:
+    """Draw ``n`` samples; returns decoded elements, their class labels (or None) and timing figures.
+
+    A space with conditioning fields (``FieldSpec.diffused = False``) takes their values for sample ``i``
+    from row ``i`` of ``conditioning``; without it, from the reference split (:func:`reference_conditioning`),
+    whose labels are then returned as the samples' labels (and condition a class-conditional model)."""
+    from diffkit.samplers import sample as run_sampler
+
+    cfg = run.recipe["sample"]
+    sampler = sampler or cfg["sampler"]
+    steps = int(steps or cfg["steps"])
+    guidance = cfg.get("guidance") if guidance is None else guidance
+    schedule = schedule or cfg.get("schedule")
+    batch_size = int(batch_size or cfg.get("batch_size", 1000))
+    opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
+    generator = torch.Generator().manual_seed(int(seed))
+    fields = conditioning_fields(run.space)
+    if fields and conditioning is None:
+        conditioning, ref_labels, _ = reference_conditioning(run, n)
+        if labels is None and ref_labels is not None:
+            labels = torch.tensor(ref_labels)
+    if fields:
+        missing = [k for k in fields if k not in conditioning]
+        if missing or conditioning.batch_size < n:
+            raise ValueError(f"generate: conditioning must hold field(s) {fields} for {n} samples, got {list(conditioning)} for {conditioning.batch_size}; "
+                             f"pass reference_conditioning(run, n)[0] or leave conditioning=None")
+    if run.num_classes and labels is None:
+        labels = torch.arange(n) % run.num_classes
+    items, nfe, evaluations, t0 = [], 0, 0, time.perf_counter()
+    bar = _progress(n, "sampling", progress)
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        cond = None if labels is None or not run.num_classes else labels[start:start + b].to(device)
+        fn = guided(run.denoiser, cond, guidance)
+        counted = _CountingDenoiser(fn)
+        template = run.space.template(b, run.stats, generator).to(device)
+        for k in fields:
+            template[k] = conditioning[k][start:start + b].to(device)
+        out = run_sampler(counted, template, sampler=sampler, steps=steps, schedule=schedule, generator=generator, **opts)
+        nfe, evaluations = counted.calls, evaluations + counted.calls
+        items.extend(run.space.decode(out))
+        bar.update(b)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    timing = {"sampler": sampler, "steps": steps, "nfe": nfe, "evaluations": evaluations, "seconds": seconds, "seconds_per_evaluation": seconds / max(evaluations, 1),
+              "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance}
+    return items, (None if labels is None else labels.tolist()), timing
+
+
+class _CountingDenoiser:
+    """Counts network evaluations (per batch) while passing calls through."""
+
+    def __init__(self, fn):
+        self.fn, self.calls, self.diffusion = fn, 0, fn.diffusion
+
+    def __call__(self, state, t):
+        self.calls += 1
+        return self.fn(state, t)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = None, reference: str | None = None, metrics: list | None = None, reference_data=None) -> dict:
+    """Score decoded samples with the recipe's metrics against its reference split."""
+    names = metrics if metrics is not None else run.recipe.get("eval", {}).get("metrics", [])
+    if not names:
+        return {}
+    ref_dataset = reference_data if reference_data is not None else run.split(reference or run.reference_split)
+    ref_items, ref_labels = split_items(ref_dataset)
+    train = run.split("train")  # novelty needs the training set
+    # model-based metrics (bits per dimension) read the denoiser; their results are kept per run in "memo",
+    # since they do not depend on the sampler that drew ``items``
+    extras = {"denoiser": run.denoiser, "num_classes": run.num_classes, "memo": run.extra.setdefault("metric_memo", {})}
+    ctx = EvalContext(generated=items, reference=[run.space.validate(x) for x in ref_items], labels=labels, reference_labels=ref_labels,
+                      train=train, space=run.space, out_dir=out_dir, extras=extras)
+    options = run.recipe.get("eval", {}).get("options", {})
+    return run_metrics(names, ctx, options)
+
+
+def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+               seed: int = 0, out: str | Path | None = None, device: str = "cpu", progress: bool = True, evaluate_metrics: bool = True, schedule: str | None = None) -> dict:
+    """``diffkit sample``: load a run (a directory, or a shipped model's name), draw samples, write them and (when the
+    recipe names metrics) metrics.json. Samples go to ``RUN_DIR/samples``, or ``./NAME-samples`` for a shipped model."""
+    from diffkit.pretrained import resolve, verify
+
+    run_dir, shipped = resolve(run_dir)
+    if shipped:
+        verify(run_dir)
+    run = load_run(run_dir, device=device)
+    n = int(n or run.recipe["sample"]["n"])
+    conditioning = cond_labels = cond_items = None
+    if conditioning_fields(run.space):  # conditioned on reference elements: written beside the samples, in reference/
+        conditioning, cond_labels, cond_items = reference_conditioning(run, n)
+    items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
+                                     conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
+    out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    names = run.recipe.get("eval", {}).get("metrics", [])
+    reference = None
+    if names and evaluate_metrics:
+        reference, _ = split_items(run.split(run.reference_split))
+    title = f"{run.recipe['name']}: {timing['sampler']}, {timing['nfe']} evaluations"
+    paths = run.space.write(items, out, labels=labels, reference=None if reference is None else reference[:len(items)], title=title)
+    if cond_items is not None:
+        paths += run.space.write([run.space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
+    summary = {"recipe": run.recipe["name"], "n": n, "seed": seed, **timing, "files": [str(p) for p in paths]}
+    if shipped:
+        summary["shipped_model"] = shipped
+    if names and evaluate_metrics:
+        summary["metrics"] = evaluate(run, items, labels, out_dir=out)
+        atomic_write_json(out / "metrics.json", summary)
+    return summary
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
