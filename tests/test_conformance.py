@@ -461,11 +461,17 @@ def test_broken_samplers_are_caught():
     from diffkit.samplers import sampler
 
     expect("declaration", "undeclared", check_sampler, lambda denoiser, state, times, generator=None, callback=None: state, name="undeclared")
-    expect("quality", "do-nothing", check_sampler, sampler("do-nothing", nfe=lambda steps, **_: 1)(lambda denoiser, state, times, generator=None, callback=None: state),
-           name="do-nothing")
+    @sampler("do-nothing")
+    def do_nothing(denoiser, state, times, generator=None, callback=None):  # asks the denoiser at every level, then ignores it
+        for t in times:
+            denoiser(state, float(t))
+        return state
 
-    @sampler("unseeded-sampler", nfe=lambda steps, **_: 1)
+    expect("quality", "do-nothing", check_sampler, do_nothing, name="do-nothing")
+
+    @sampler("unseeded-sampler", nfe=lambda steps, **_: 0 * steps + 1)
     def jitter(denoiser, state, times, generator=None, callback=None):
+        denoiser(state, float(times[-1]))
         return State(x=state["x"] + torch.randn(state["x"].shape))
 
     expect("determinism", "unseeded-sampler", check_sampler, jitter, name="unseeded-sampler")
