@@ -75,10 +75,10 @@ def tier_recipe(recipe: dict, tier: str) -> tuple[dict, dict]:
     recipe = copy.deepcopy(recipe)
     bench = recipe["bench"]
     over = bench.get(tier, {})
-    for section in ("train", "sample", "data", "model"):
+    for section in ("train", "sample", "data", "model", "representation"):
         if section in over:
-            if section == "data" and "options" in over[section]:
-                recipe["data"].setdefault("options", {}).update(over[section]["options"])
+            if section in ("data", "representation") and "options" in over[section]:
+                recipe[section].setdefault("options", {}).update(over[section]["options"])
             else:
                 recipe[section].update(over[section])
     plan = {

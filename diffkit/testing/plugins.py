@@ -14,6 +14,7 @@ from diffkit import registry
 from diffkit.testing.backbones import check_backbone
 from diffkit.testing.datasets import check_dataset, check_metric
 from diffkit.testing.errors import Checker, ConformanceError
+from diffkit.testing.representations import check_representation
 from diffkit.testing.processes import check_process
 from diffkit.testing.spaces import check_space
 
@@ -27,6 +28,9 @@ def shrink_recipe(recipe: dict, *, steps: int = 2, sample_n: int = 8, sample_ste
     r["train"].update(steps=int(steps), batch_size=min(int(r["train"]["batch_size"]), batch_size), checkpoint_every=max(int(steps), 1),
                       log_every=1, compile=False, precision="fp32", warmup=0)
     r["sample"].update(n=int(sample_n), batch_size=int(sample_n), steps=int(sample_steps))
+    if r.get("representation"):  # a learned first stage fits at its quick tier's size (``[bench.quick] representation = { options = {...} }``)
+        quick = r.get("bench", {}).get("quick", {}).get("representation", {}).get("options", {})
+        r["representation"]["options"] = {**r["representation"].get("options", {}), **quick}
     return r
 
 
@@ -73,8 +77,8 @@ def check_recipe(recipe, *, name: str | None = None, steps: int = 2, sample_n: i
         ck.require(len(items) == sample_n, "sample", f"generate returned {len(items)} elements for n={sample_n}")
         for i, x in enumerate(items):
             with ck.step("sample", f"space.validate(sample {i})"):
-                run.space.validate(x)
-        a, b = run.space.collate(items), run.space.collate(again)
+                run.data_space.validate(x)  # data elements, also in a two-stage run
+        a, b = run.data_space.collate(items), run.data_space.collate(again)
         ck.require(all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a), "sample", "two generate calls with the same seed differ; draw only from the seeded generator")
         with ck.step("evaluate", "sample_run(run_dir)"):
             report = sample_run(out, n=sample_n, progress=False, out=out / "samples")
@@ -222,6 +226,28 @@ def _check_metric_component(distribution: str, name: str) -> list[str]:
     return check_metric(metric, ctx, options=recipe.get("eval", {}).get("options", {}).get(name, {}), name=name)
 
 
+def _check_representation_component(distribution: str, name: str) -> list[str]:
+    """A recipe of the distribution that names the representation: fit it at the recipe's smoke size on 64 training
+    elements and check shapes, determinism and config (the round-trip bound is the representation's own to state:
+    call ``check_representation(rep, elements, bound)`` after a full fit in the plugin's tests)."""
+    from diffkit.recipe import load_dataset
+    from diffkit.representations import build_representation
+
+    factory = _load("representations", name)
+    ck = Checker("representation", name)
+    ck.require(callable(factory), "contract", f"the entry point gives {type(factory).__name__}, not a factory")
+    recipe = _using(distribution, lambda r: (r.get("representation") or {}).get("name") == name)
+    if recipe is None:
+        return ["contract"]  # no recipe of this distribution uses it: call check_representation(...) in your own tests
+    recipe = shrink_recipe(recipe)
+    with ck.step("contract", f"building it as recipe {recipe['name']!r} names it"):
+        dataset = load_dataset(recipe, "train")
+        rep = build_representation(recipe["representation"], dataset.space)
+    elements, _ = _first_items(dataset, 64)
+    check_representation(rep, elements, bound=float("inf"), registered_name=name, fit=True)
+    return ["contract", "fit", "shapes", "determinism", "config"]
+
+
 def plugin_checks(distribution: str, *, steps: int = 2, sample_n: int = 8) -> list[tuple[str, Callable[[], list]]]:
     """``(id, check)`` pairs, one per component that ``distribution`` registers, for ``pytest.mark.parametrize``.
 
@@ -243,6 +269,7 @@ def plugin_checks(distribution: str, *, steps: int = 2, sample_n: int = 8) -> li
         "metrics": lambda n: _check_metric_component(distribution, n),
         "recipes": lambda n: check_recipe(n, name=n, steps=steps, sample_n=sample_n),
         "samplers": lambda n: check_sampler(_load("samplers", n), name=n),
+        "representations": lambda n: _check_representation_component(distribution, n),
     }
     return [(f"{registry.SINGULAR[k]}:{n}", functools.partial(runners[k], n)) for k, n in comps]
 
