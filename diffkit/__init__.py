@@ -9,4 +9,12 @@ __version__ = "0.1.0"
 
 from diffkit.state import State  # noqa: E402  (light: torch only)
 
-__all__ = ["State", "__version__"]
+__all__ = ["State", "__version__", "load"]
+
+
+def load(target, device: str = "cpu"):
+    """A trained model from a shipped model's name (``diffkit pretrained`` lists them) or a run directory;
+    ``load("gmm").sample(100)`` gives samples in the modality's natural Python form."""
+    from diffkit.pretrained import load_model
+
+    return load_model(target, device=device)

@@ -2,7 +2,8 @@
 
 A task is a registered recipe that carries a ``[bench]`` table. For each task and tier the protocol
 trains with the tier's fixed budget and seed, samples with every applicable sampler at each NFE of
-the tier (plus the ancestral sampler at full length), scores the samples with the task's metrics and
+the tier (those the task lists, plus every installed plugin sampler that updates one of the task's process
+families: :func:`bench_samplers`; plus the ancestral sampler at full length), scores the samples with the task's metrics and
 times everything: training items/s, samples/s, seconds per network evaluation, peak memory; for spaces
 whose elements last a time (``space.duration`` seconds, audio), also seconds of signal trained per second
 and the sampling real-time factor, seconds of compute per second of signal (below 1: faster than real time).
@@ -119,7 +120,7 @@ def machine() -> dict:
 
 def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu", progress: bool = True, seed: int = 0) -> dict:
     from diffkit.runs import evaluate, generate, load_run, read_log
-    from diffkit.samplers import SAMPLERS, steps_for_nfe
+    from diffkit.samplers import registered, steps_for_nfe
     from diffkit.training.trainer import train
 
     recipe, plan = tier_recipe(recipe, tier)
@@ -141,14 +142,15 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
     duration = getattr(run.data_space, "duration", None)  # seconds of signal per element, for spaces that have one (audio)
     reference_data = None
     rows = []
-    jobs = [(s, nfe) for s in plan["samplers"] if s in SAMPLERS for nfe in plan["nfe"]]
+    jobs = [(s, nfe) for s in bench_samplers(plan["samplers"], run.diffusion) for nfe in plan["nfe"]]
     jobs.append(("ancestral", plan["ancestral_steps"]))
     several = len(plan["guidance"]) > 1
     jobs = [(sampler, nfe, w) for w in plan["guidance"] for sampler, nfe in jobs]
+    installed = registered()
     for sampler, nfe, guidance in jobs:
-        fn = SAMPLERS[sampler]
+        fn = installed[sampler]
         opts = plan["options"].get(sampler, {})
-        steps = nfe if sampler == "ancestral" else steps_for_nfe(fn, nfe, **opts)
+        steps = steps_for_nfe(fn, nfe, **opts)
         if progress:
             print(f"[bench {tier}] {name}: {sampler} at NFE {fn.nfe(steps, **opts)}" + (f", guidance {guidance:g}" if several else ""), file=sys.stderr, flush=True)
         if device.startswith("cuda") and torch.cuda.is_available():
@@ -175,6 +177,25 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
             "seconds": train_seconds, "items_per_second": throughput, **({"signal_seconds_per_second": throughput * duration} if duration else {})},
             **({"seconds_per_item": duration} if duration else {}), "primary": primary, "higher_is_better": plan["higher_is_better"],
             "rows": rows, "plot": None if plot is None else str(plot), "samples_dir": str(task_dir / "samples")}
+
+
+def bench_samplers(listed: list[str], diffusion) -> list[str]:
+    """The samplers a task is benchmarked with: those its ``[bench]`` table lists that are installed, then every
+    sampler another distribution declares (plugins, and ``registry.register`` in this process) whose ``updates``
+    family has a field in the task's diffusion, in name order. The declarations come from the registry."""
+    from diffkit.registry import discover
+    from diffkit.samplers import registered, spec_of
+
+    installed = registered()
+    chosen = [s for s in listed if s in installed]
+    builtin = {name for (kind, name), comp in discover().items() if kind == "samplers" and comp.distribution == "diffkit"}
+    for name, fn in sorted(installed.items()):
+        spec = spec_of(fn)
+        if name in chosen or name in builtin or spec is None:
+            continue
+        if diffusion.fields_of(spec.updates):
+            chosen.append(name)
+    return chosen
 
 
 def _first_metric(rows: list[dict]) -> str | None:

@@ -23,6 +23,13 @@ def _eval_epilog() -> str:
     return "metric definitions (every installed metric):\n\n" + "\n".join(out)
 
 
+def _sampler_names() -> list[str]:
+    """Every installed sampler's name, from the registry (entry points only: nothing is imported)."""
+    from diffkit.registry import names
+
+    return names("samplers")
+
+
 def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffkit", description="Diffusion generative models across modalities: train, sample, evaluate, benchmark.")
     p.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
@@ -41,20 +48,24 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     s.add_argument("--seed", type=int, default=None, help="random seed (overrides the recipe)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--init", default=None, metavar="MODEL", help="start from trained weights: 'pretrained' (the shipped model of this recipe), a shipped model's name or a run directory")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("sample", help="draw samples from a trained run directory")
-    s.add_argument("run_dir", help="directory written by 'diffkit train'")
+    s = sub.add_parser("sample", help="draw samples from a trained run directory or a shipped model")
+    s.add_argument("run_dir", metavar="RUN", help="directory written by 'diffkit train', or a shipped model's name ('diffkit pretrained')")
     s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
-    s.add_argument("--sampler", default=None, help="sampler name (ancestral, ddim, euler, heun, dpmpp-2m, dpmpp-3m, deis, unipc, langevin, pc)")
+    s.add_argument("--sampler", default=None, help="sampler name (" + ", ".join(_sampler_names()) + ")")
     s.add_argument("--steps", type=int, default=None, help="number of noise levels")
     s.add_argument("--schedule", default=None, choices=["uniform", "logsnr", "karras"], help="time-step schedule")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = conditional only)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--out", default=None, help="output directory (default RUN_DIR/samples)")
+    s.add_argument("--out", default=None, help="output directory (default RUN/samples, or ./NAME-samples for a shipped model)")
     s.add_argument("--no-metrics", action="store_true", help="skip the recipe's metrics")
     s.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("pretrained", help="list the trained models shipped with the installed distributions")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     s = sub.add_parser("wheelhouse", help="build the core and every plugin into one folder of wheels")
     s.add_argument("--out", default="wheelhouse", help="folder for the wheels")
@@ -106,7 +117,7 @@ def _cmd_train(args) -> int:
     name = Path(args.recipe).stem if args.recipe.endswith(".toml") else args.recipe
     out = args.out or str(Path("runs") / name)
     summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet,
-                    max_minutes=args.minutes)
+                    max_minutes=args.minutes, init=args.init)
     print(json.dumps(summary))
     print(f"wrote {out}/model.safetensors, {out}/config.json, {out}/log.jsonl", file=sys.stderr)
     return 0
@@ -118,6 +129,24 @@ def _cmd_sample(args) -> int:
     summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed, out=args.out,
                          device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=args.schedule)
     print(json.dumps(summary))
+    return 0
+
+
+def _cmd_pretrained(args) -> int:
+    from diffkit.pretrained import card, names
+
+    cards = [card(name) for name in names()]
+    if args.json:
+        print(json.dumps(cards, indent=2))
+        return 0
+    if not cards:
+        print("no shipped models installed; the plugins ship them: pip install 'diffkit[image]' (or [audio], [molecule])")
+        return 0
+    for c in cards:
+        size = sum(c["bytes"].values())
+        figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in c["figures"]["metrics"].items())
+        print(f"{c['name']}: recipe {c['recipe']}, {c['steps']} steps, {size / 1e6:.2f} MB; {c['figures']['sampler']} {c['figures']['steps']} steps, "
+              f"n={c['figures']['n']}: {figures}")
     return 0
 
 
@@ -162,7 +191,7 @@ def _cmd_new_plugin(args) -> int:
     return 0
 
 
-COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "sample": _cmd_sample, "wheelhouse": _cmd_wheelhouse, "bench": _cmd_bench, "eval": _cmd_eval, "new-plugin": _cmd_new_plugin}
+COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "sample": _cmd_sample, "pretrained": _cmd_pretrained, "wheelhouse": _cmd_wheelhouse, "bench": _cmd_bench, "eval": _cmd_eval, "new-plugin": _cmd_new_plugin}
 
 
 def main(argv: list[str] | None = None) -> int:

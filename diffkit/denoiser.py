@@ -24,17 +24,10 @@ import torch
 from torch import nn
 
 from diffkit.processes.composite import Diffusion
-from diffkit.processes.gaussian import broadcast_to
+from diffkit.processes.gaussian import PARAMETERIZATIONS, edm_coefficients, loss_weight, parameterization_weight, target_for, x0_from_output
 from diffkit.state import State
 
-PARAMETERIZATIONS = ("eps", "x0", "v", "score", "edm")
 NULL_LABEL = -1
-
-
-def _coef(proc, t: torch.Tensor, like: torch.Tensor):
-    a = proc.alpha(t.double()).to(like.dtype)
-    s = proc.sigma(t.double()).to(like.dtype)
-    return broadcast_to(a, like), broadcast_to(s, like)
 
 
 def _one_time(t) -> float | None:
@@ -44,34 +37,30 @@ def _one_time(t) -> float | None:
     return None
 
 
-def edm_coefficients(sigma_ve, sigma_data: float):
-    """``c_skip, c_out, c_in`` for a tensor of noise levels or a single float."""
-    s2, sd2 = sigma_ve**2, sigma_data**2
-    root = (s2 + sd2) ** 0.5
-    c_skip = sd2 / (s2 + sd2)
-    c_out = sigma_ve * sigma_data / root
-    c_in = 1.0 / root
-    return c_skip, c_out, c_in
-
-
 class Denoiser(nn.Module):
     """Wraps a backbone ``backbone(state, t, cond=None) -> {field: output}`` and a :class:`Diffusion`.
 
-    ``denoiser(state_t, t, cond=None, guidance=None)`` returns a State holding, per diffused field,
-    the estimate of ``x_0`` (Gaussian fields) or ``p(x_0 | x_t)`` (categorical fields). Samplers need
-    nothing else.
+    ``denoiser(state_t, t, cond=None, guidance=None)`` returns a State holding, per diffused field, the
+    prediction its family's step consumes: the estimate of ``x_0`` (Gaussian fields) or ``p(x_0 | x_t)``
+    (categorical fields). Every field is read, guided and finished by its own process (the family contract,
+    :class:`diffkit.processes.FieldProcess`); samplers need nothing else.
+
+    ``parameterization``: one name for every field whose family offers a choice (``proc.parameterizations``;
+    the Gaussian family's are eps, x0, v, score, edm), or ``{field: name}``; a field not named gets its family's first.
     """
 
     def __init__(self, backbone: nn.Module, diffusion: Diffusion, parameterization: str | Mapping[str, str] = "eps", sigma_data: float = 0.5):
         super().__init__()
         self.backbone = backbone
         self.diffusion = diffusion
+        choices = {k: tuple(proc.parameterizations) for k, proc in diffusion.processes.items() if proc.parameterizations}
         if isinstance(parameterization, str):
-            parameterization = {k: parameterization for k in diffusion.gaussian_fields}
+            parameterization = {k: parameterization for k in choices}
         for name, p in parameterization.items():
-            if p not in PARAMETERIZATIONS:
-                raise ValueError(f"unknown parameterisation {p!r} for field {name!r}; use one of {PARAMETERIZATIONS}")
-        self.parameterization = {k: parameterization.get(k, "eps") for k in diffusion.gaussian_fields}
+            allowed = choices.get(name, PARAMETERIZATIONS)
+            if p not in allowed:
+                raise ValueError(f"unknown parameterisation {p!r} for field {name!r}; use one of {allowed}")
+        self.parameterization = {k: parameterization.get(k, allowed[0]) for k, allowed in choices.items()}
         edm_procs = [diffusion.processes[k] for k, p in self.parameterization.items() if p == "edm"]
         self.sigma_data = float(getattr(edm_procs[0], "sigma_data", sigma_data)) if edm_procs else float(sigma_data)
         self.uses_edm = bool(edm_procs)
@@ -99,11 +88,10 @@ class Denoiser(nn.Module):
         return (0.25 * (proc.log_sigma(t.double()) - proc.log_alpha(t.double()))).float()
 
     def backbone_inputs(self, state_t: State, t: torch.Tensor) -> State:
+        """What the backbone reads: each field's ``backbone_input`` (``x_t``, or its EDM scaling)."""
         inputs = State(state_t)
-        for name, p in self.parameterization.items():
-            if p == "edm":
-                a, s = _coef(self.diffusion.processes[name], t, state_t[name])
-                inputs[name] = edm_coefficients(s / a, self.sigma_data)[2] * state_t[name] / a
+        for name, proc in self.diffusion.processes.items():
+            inputs[name] = proc.backbone_input(state_t[name], t, parameterization=self.parameterization.get(name), sigma_data=self.sigma_data)
         return inputs
 
     def raw(self, state_t: State, t: torch.Tensor, cond: torch.Tensor | None = None, t_in: torch.Tensor | None = None) -> dict:
@@ -116,33 +104,15 @@ class Denoiser(nn.Module):
 
     # --- conversions ------------------------------------------------------------------------
     def x0_from_raw(self, name: str, raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, coef: tuple[float, float] | None = None) -> torch.Tensor:
-        """``x0`` from the backbone's output; ``coef = (alpha, sigma)`` as floats when the batch shares one time."""
-        proc = self.diffusion.processes[name]
-        a, s = _coef(proc, t, xt) if coef is None else coef
-        p = self.parameterization[name]
-        if p == "eps":
-            if coef is not None:  # one fused pass: (x_t - s F) / a
-                return torch.add(xt, raw, alpha=-s).mul_(1.0 / a)
-            return (xt - s * raw) / a
-        if p == "x0":
-            return raw
-        if p == "v":
-            return (a * xt - s * raw) / (a * a + s * s)
-        if p == "score":
-            return (xt + s * s * raw) / a
-        c_skip, c_out, _ = edm_coefficients(s / a, self.sigma_data)
-        return c_skip * xt / a + c_out * raw
+        """``x0`` from the backbone's output for Gaussian field ``name`` (:func:`diffkit.processes.gaussian.x0_from_output`)."""
+        return x0_from_output(self.diffusion.processes[name], self.parameterization[name], raw, xt, t, coef, self.sigma_data)
 
-    def predict_raw_outputs(self, state_t: State, t: torch.Tensor, raw: Mapping[str, torch.Tensor], t_one: float | None = None) -> State:
-        """Predictions from the backbone's outputs; ``t_one``: the batch's single time, if it has one."""
+    def read_outputs(self, state_t: State, t: torch.Tensor, raw: Mapping[str, torch.Tensor], t_one: float | None = None) -> State:
+        """Each field's ``read`` of the backbone's outputs; ``t_one``: the batch's single time, if it has one."""
         out = State()
         for name, proc in self.diffusion.processes.items():
-            mask = self.diffusion.mask_for(state_t, name)
-            if proc.kind == "gaussian":
-                coef = None if t_one is None else proc.coefficients(t_one)
-                out[name] = proc.project(self.x0_from_raw(name, raw[name], state_t[name], t, coef), mask)
-            else:
-                out[name] = raw[name].float().log_softmax(-1)
+            out[name] = proc.read(raw[name], state_t[name], t, parameterization=self.parameterization.get(name),
+                                  mask=self.diffusion.mask_for(state_t, name), t_one=t_one, sigma_data=self.sigma_data)
         return out
 
     def forward(self, state_t: State, t, cond: torch.Tensor | None = None, guidance: float | None = None) -> State:
@@ -156,13 +126,13 @@ class Denoiser(nn.Module):
             both = State.cat([state_t, state_t])
             labels = torch.cat([cond, torch.full_like(cond, NULL_LABEL)])
             tt = torch.cat([t, t])
-            pred = self.predict_raw_outputs(both, tt, self.raw(both, tt, labels, None if t_in is None else torch.cat([t_in, t_in])), t_one)
+            pred = self.read_outputs(both, tt, self.raw(both, tt, labels, None if t_in is None else torch.cat([t_in, t_in])), t_one)
             c, u = pred.index(slice(0, B)), pred.index(slice(B, None))
-            pred = State({k: u[k] + guidance * (c[k] - u[k]) for k in pred})
+            pred = State({k: self.diffusion.processes[k].guide(c[k], u[k], guidance) for k in pred})
         else:
-            pred = self.predict_raw_outputs(state_t, t, self.raw(state_t, t, cond, t_in), t_one)
-        for name in self.diffusion.categorical_fields:
-            pred[name] = pred[name].softmax(-1)
+            pred = self.read_outputs(state_t, t, self.raw(state_t, t, cond, t_in), t_one)
+        for name, proc in self.diffusion.processes.items():
+            pred[name] = proc.prediction(pred[name])
         return pred
 
 
@@ -179,50 +149,4 @@ def guided(denoiser: Denoiser, cond: torch.Tensor | None = None, guidance: float
     return fn
 
 
-def snr(proc, t: torch.Tensor) -> torch.Tensor:
-    return torch.exp(proc.log_snr(t.double()))
-
-
-def parameterization_weight(p: str, snr_t: torch.Tensor, sigma_ve: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    """The weight on ``||x0_hat - x0||^2`` implied by plain MSE in parameterisation ``p``."""
-    if p in ("eps", "score"):  # score loss carries the customary sigma^2 (NCSN's lambda(sigma) = sigma^2)
-        return snr_t
-    if p == "x0":
-        return torch.ones_like(snr_t)
-    if p == "v":
-        return snr_t + 1.0
-    c_out = sigma_ve * sigma_data / torch.sqrt(sigma_ve**2 + sigma_data**2)
-    return 1.0 / c_out**2
-
-
-def loss_weight(weighting: str, p: str, snr_t: torch.Tensor, sigma_ve: torch.Tensor, sigma_data: float, gamma: float = 5.0) -> torch.Tensor:
-    """Factor multiplying the plain MSE in parameterisation ``p`` so that the x0-space weight becomes
-
-    ``simple``: the parameterisation's own (factor 1); ``snr``: ``SNR(t)`` (the eps loss);
-    ``min-snr``: ``min(SNR(t), gamma)`` (Hang et al. 2023).
-    """
-    if weighting == "simple":
-        return torch.ones_like(snr_t)
-    own = parameterization_weight(p, snr_t, sigma_ve, sigma_data)
-    if weighting == "snr":
-        return snr_t / own
-    if weighting in ("min-snr", "min-snr-gamma"):
-        return torch.clamp(snr_t, max=gamma) / own
-    raise ValueError(f"unknown loss weighting {weighting!r}; use 'simple', 'snr' or 'min-snr'")
-
-
-def target_for(p: str, x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, s: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    """The regression target of parameterisation ``p`` for ``x_t = a x0 + s eps``."""
-    if p == "eps":
-        return eps
-    if p == "x0":
-        return x0
-    if p == "v":
-        return a * eps - s * x0
-    if p == "score":
-        return -eps / s
-    sig = s / a
-    c_skip, c_out, _ = edm_coefficients(sig, sigma_data)
-    xt_ve = x0 + sig * eps
-    return (x0 - c_skip * xt_ve) / c_out
-
+__all__ = ["Denoiser", "NULL_LABEL", "PARAMETERIZATIONS", "edm_coefficients", "guided", "loss_weight", "parameterization_weight", "target_for"]

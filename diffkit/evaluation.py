@@ -110,7 +110,3 @@ def run_metrics(names: Sequence[str], ctx: EvalContext, options: dict | None = N
     if errors:
         results["errors"] = errors
     return results
-
-
-def finite_figures(results: dict) -> bool:
-    return all(math.isfinite(v) for v in results.values() if isinstance(v, float))

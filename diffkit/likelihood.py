@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from diffkit.processes.gaussian import probability_flow_drift
 from diffkit.samplers.schedules import uniform_log_snr
 from diffkit.state import State
 
@@ -32,10 +33,11 @@ class LikelihoodError(ValueError):
 
 
 def _check_fields(diffusion, state: State) -> list[str]:
-    if diffusion.categorical_fields:
-        raise LikelihoodError(f"the probability-flow likelihood needs Gaussian fields only; this diffusion also has categorical fields "
-                              f"{diffusion.categorical_fields}: use the variational bound for those")
     names = diffusion.gaussian_fields
+    others = [k for k in diffusion.processes if k not in names]
+    if others:
+        raise LikelihoodError(f"the probability-flow likelihood needs Gaussian fields only; this diffusion also has fields {others} "
+                              f"of other process families ({', '.join(sorted({diffusion.processes[k].name for k in others}))}): use the variational bound for those")
     for name in names:
         if diffusion.mask_for(state, name) is not None:
             raise LikelihoodError(f"field {name!r} carries a mask (variable-size data); the probability-flow likelihood here supports "
@@ -75,8 +77,8 @@ def _drift_and_divergence(denoiser, diffusion, names, like: State, x: torch.Tens
             grad = torch.autograd.grad((x0 * probe).sum(), xg)[0]
             div_x0 = (grad * probe).sum(1)
     x0 = x0.detach()
-    drift = (f + 0.5 * g2 / sigma**2) * x - 0.5 * g2 * alpha / sigma**2 * x0
-    div = D * (f + 0.5 * g2 / sigma**2) - 0.5 * g2 * alpha / sigma**2 * div_x0.detach()
+    drift = probability_flow_drift(x, x0, alpha, sigma, f, g2)
+    div = D * (f + 0.5 * g2 / sigma**2) - 0.5 * g2 * alpha / sigma**2 * div_x0.detach()  # the divergence of that drift
     return drift, div
 
 

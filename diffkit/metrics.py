@@ -54,14 +54,3 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"feature_statistics needs an N×D array with N >= 2, got shape {f.shape}")
     return f.mean(0), np.cov(f, rowvar=False)
-
-
-def frechet_distance_features(a, b) -> float:
-    return frechet_distance(*feature_statistics(a), *feature_statistics(b))
-
-
-def sliced_wasserstein_metric(generated, reference, n_projections: int = 256, **_) -> dict:
-    """Registered metric ``sliced-wasserstein``: SW2 of generated vectors to reference vectors."""
-    gen = torch.stack(list(generated)) if not isinstance(generated, torch.Tensor) else generated
-    ref = torch.stack(list(reference)) if not isinstance(reference, torch.Tensor) else reference
-    return {"sliced_wasserstein": sliced_wasserstein(gen, ref, n_projections)}

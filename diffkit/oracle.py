@@ -42,11 +42,6 @@ class GaussianMixture:
         logp = torch.log(self.weights) - 0.5 * (diff**2).sum(-1) / v - 0.5 * self.dim * torch.log(2 * math.pi * v)
         return logp.softmax(-1), diff, v
 
-    def score(self, x: torch.Tensor, alpha, sigma) -> torch.Tensor:
-        alpha, sigma = _col(alpha, x), _col(sigma, x)
-        r, diff, v = self._responsibilities(x, alpha, sigma)
-        return (r[..., None] * (-diff / v[..., None])).sum(1).to(x.dtype)
-
     def posterior_mean(self, x: torch.Tensor, alpha, sigma) -> torch.Tensor:
         alpha, sigma = _col(alpha, x), _col(sigma, x)
         r, diff, v = self._responsibilities(x, alpha, sigma)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib.metadata as metadata
 from dataclasses import dataclass, field
 
-KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes", "representations")
-SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe", "representations": "representation"}
+KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes", "pretrained", "representations")
+SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe",
+            "pretrained": "shipped model", "representations": "representation"}
 
 NOT_PLUGIN_EXTRAS = ("all", "dev", "bench")
 

@@ -166,7 +166,13 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
 
 def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
                seed: int = 0, out: str | Path | None = None, device: str = "cpu", progress: bool = True, evaluate_metrics: bool = True, schedule: str | None = None) -> dict:
-    """``diffkit sample``: load a run, draw samples, write them and (when the recipe names metrics) metrics.json."""
+    """``diffkit sample``: load a run (a directory, or a shipped model's name), draw samples, write them and (when the
+    recipe names metrics) metrics.json. Samples go to ``RUN_DIR/samples``, or ``./NAME-samples`` for a shipped model."""
+    from diffkit.pretrained import resolve, verify
+
+    run_dir, shipped = resolve(run_dir)
+    if shipped:
+        verify(run_dir)
     run = load_run(run_dir, device=device)
     n = int(n or run.recipe["sample"]["n"])
     conditioning = cond_labels = cond_items = None
@@ -174,7 +180,7 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         conditioning, cond_labels, cond_items = reference_conditioning(run, n)
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
-    out = Path(out) if out else Path(run_dir) / "samples"
+    out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
     reference = None
@@ -185,6 +191,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if cond_items is not None:
         paths += run.data_space.write([run.data_space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
     summary = {"recipe": run.recipe["name"], "n": n, "seed": seed, **timing, "files": [str(p) for p in paths]}
+    if shipped:
+        summary["shipped_model"] = shipped
     if names and evaluate_metrics:
         summary["metrics"] = evaluate(run, items, labels, out_dir=out)
         atomic_write_json(out / "metrics.json", summary)

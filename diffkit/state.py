@@ -6,7 +6,7 @@ Fields named in :data:`MASK_FIELDS` travel with the state and are never noised.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping
+from typing import Callable
 
 import torch
 
@@ -45,9 +45,6 @@ class State(dict):
         """Select examples along the batch dimension."""
         return self.map(lambda v: v[idx])
 
-    def diffused_fields(self) -> Iterator[str]:
-        return (k for k in self.keys() if k not in MASK_FIELDS)
-
     @staticmethod
     def cat(states: list["State"]) -> "State":
         if not states:
@@ -61,15 +58,6 @@ class State(dict):
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         inner = ", ".join(f"{k}={tuple(v.shape)}:{str(v.dtype).replace('torch.', '')}" for k, v in self.items())
         return f"State({inner})"
-
-
-def as_state(value: Mapping[str, torch.Tensor] | torch.Tensor, field: str = "x") -> State:
-    """Wrap a bare tensor as a one-field State; pass States and mappings through."""
-    if isinstance(value, State):
-        return value
-    if isinstance(value, torch.Tensor):
-        return State({field: value})
-    return State(dict(value))
 
 
 def node_mask(state: State) -> torch.Tensor | None:

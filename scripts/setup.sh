@@ -10,6 +10,9 @@ for plugin in plugins/*/; do
     args+=(-e "$plugin")
   fi
 done
+# an *.egg-info left in the checkout by an older install shadows the installed metadata (entry points) for
+# every python started here: remove it so the fresh install is the one that is read
+rm -rf ./*.egg-info plugins/*/*.egg-info
 echo "== installing $(( ${#args[@]} / 2 )) editable distributions (diffkit and its plugins) (torch comes from the local wheel cache when present)"
 "$PY" -m pip install --progress-bar off -q --disable-pip-version-check "${args[@]}"
 "$PY" -m diffkit plugins >/dev/null

@@ -458,12 +458,32 @@ def test_broken_metrics_are_caught():
 
 
 def test_broken_samplers_are_caught():
-    expect("quality", "do-nothing", check_sampler, lambda denoiser, state, times, generator=None, callback=None: state, name="do-nothing")
+    from diffkit.samplers import sampler
 
+    expect("declaration", "undeclared", check_sampler, lambda denoiser, state, times, generator=None, callback=None: state, name="undeclared")
+    expect("quality", "do-nothing", check_sampler, sampler("do-nothing", nfe=lambda steps, **_: 1)(lambda denoiser, state, times, generator=None, callback=None: state),
+           name="do-nothing")
+
+    @sampler("unseeded-sampler", nfe=lambda steps, **_: 1)
     def jitter(denoiser, state, times, generator=None, callback=None):
         return State(x=state["x"] + torch.randn(state["x"].shape))
 
     expect("determinism", "unseeded-sampler", check_sampler, jitter, name="unseeded-sampler")
+
+    @sampler("cheap-heun", schedule="karras")  # runs Heun, declares one evaluation per level
+    def cheap_heun(denoiser, state, times, generator=None, callback=None):
+        from diffkit.samplers import heun
+
+        return heun(denoiser, state, times, generator=generator, callback=callback)
+
+    msg = expect("nfe", "cheap-heun", check_sampler, cheap_heun, name="cheap-heun")
+    assert "59 times" in msg and "nfe(30) = 30" in msg
+    expect("declaration", "other-name", check_sampler, cheap_heun, name="other-name")
+
+
+def test_builtin_sampler_declarations_pass():
+    for name in ("euler", "heun", "dpmpp-2m"):
+        assert check_sampler(name, name=name) == ["declaration", "output", "nfe", "determinism", "quality"]
 
 
 def small_gmm_recipe(**model):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from diffkit.denoiser import Denoiser, _coef, loss_weight, target_for
+from diffkit.denoiser import Denoiser, loss_weight, target_for
+from diffkit.processes.gaussian import coefficients_like as _coef
 from diffkit.losses import diffusion_loss
 from diffkit.processes import CategoricalProcess, Diffusion, VPCosine, ZeroCoMGaussian
 from diffkit.state import State

@@ -64,6 +64,13 @@ def test_audio_accepts_mono_vector_and_rejects_wrong_rate():
         space.validate(torch.zeros(1, 100, dtype=torch.int16))
 
 
+def test_audio_natural_form_carries_the_rate():
+    space = AudioSequence(1, 100, 8000)
+    clips = space.natural(space.decode(space.collate([torch.zeros(1, 100), torch.full((1, 100), 0.5)])))
+    assert [type(c) for c in clips] == [AudioClip, AudioClip] and all(c.sample_rate == 8000 for c in clips)
+    assert torch.equal(clips[1].wave, torch.full((1, 100), 0.5))
+
+
 def test_audio_wav_round_trip(tmp_path):
     from diffkit.spaces.audio import read_wav
 

@@ -2,10 +2,12 @@
 
 Each registered process is a factory ``factory(field: FieldSpec, **options) -> process`` so that
 recipes can name a process per field and the factory reads what it needs (number of classes,
-symmetry) from the space's field description.
+symmetry) from the space's field description. Every process belongs to a family, a subclass of
+:class:`FieldProcess` (the built-in ones: :class:`GaussianProcess`, :class:`CategoricalProcess`).
 """
 from __future__ import annotations
 
+from diffkit.processes.base import FieldProcess
 from diffkit.processes.categorical import CategoricalProcess, absorbing, marginal, uniform
 from diffkit.processes.composite import Diffusion
 from diffkit.processes.gaussian import EDM, VE, GaussianProcess, VPCosine, VPLinear, ZeroCoMGaussian, _zero_com_from_config
@@ -48,6 +50,6 @@ categorical_absorbing = _categorical(absorbing)
 categorical_marginal = _categorical(marginal)
 
 __all__ = [
-    "CategoricalProcess", "Diffusion", "EDM", "GaussianProcess", "VE", "VPCosine", "VPLinear", "ZeroCoMGaussian",
+    "CategoricalProcess", "Diffusion", "EDM", "FieldProcess", "GaussianProcess", "VE", "VPCosine", "VPLinear", "ZeroCoMGaussian",
     "categorical_absorbing", "categorical_marginal", "categorical_uniform", "edm", "ve", "vp_cosine", "vp_linear", "zero_com_gaussian",
 ]

@@ -7,7 +7,9 @@ process's ``S`` states (``S = K``, or ``K + 1`` for the absorbing "mask" state):
     q(x_t | x_s)   = Cat(beta_ts x_s + (1 - beta_ts) m),           beta_ts = alphabar_t / alphabar_s
     q(x_s | x_t, x_0) ∝ q(x_t | x_s) q(x_s | x_0)                   (Bayes' rule)
 
-with the cosine ``alphabar_t = cos^2(pi/2 (t+s)/(1+s)) / cos^2(pi/2 s/(1+s))``. The limits:
+with the noise schedule ``alphabar_t`` a parameter: ``"cosine"`` (the default),
+``alphabar_t = cos^2(pi/2 (t+s)/(1+s)) / cos^2(pi/2 s/(1+s))``, or ``"linear"``, ``alphabar_t = 1 - t``
+(linear in ``alphabar``, the mutual-information schedule of Austin et al. for absorbing limits). The limits:
 ``uniform`` (``m = 1/K``), ``absorbing`` (``m = e_mask``), ``marginal`` (``m`` = the data's class frequencies).
 The reverse kernel marginalises the posterior over the model's ``p(x_0 | x_t)``.
 """
@@ -19,19 +21,28 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from diffkit.processes.base import FieldProcess, masked_mean
 
-class CategoricalProcess:
-    kind = "categorical"
+ALPHABAR_SCHEDULES = ("cosine", "linear")
+
+
+class CategoricalProcess(FieldProcess):
+    """The categorical family: one-hot fields corrupted towards a limit distribution (module docstring).
+    The backbone's output is logits over the K data classes, read as ``log p(x_0 | x_t)``."""
+
     name = "categorical"
     t_min = 1e-3
     t_max = 1.0
 
-    def __init__(self, num_classes: int, limit: str | Sequence[float] = "uniform", symmetric: bool = False, s: float = 0.008):
+    def __init__(self, num_classes: int, limit: str | Sequence[float] = "uniform", symmetric: bool = False, s: float = 0.008, schedule: str = "cosine"):
         self.num_classes = int(num_classes)
         if self.num_classes < 2:
             raise ValueError(f"CategoricalProcess: num_classes must be >= 2, got {num_classes}")
+        if schedule not in ALPHABAR_SCHEDULES:
+            raise ValueError(f"CategoricalProcess: unknown noise schedule {schedule!r}; use one of {ALPHABAR_SCHEDULES}")
         self.symmetric = bool(symmetric)
         self.s = float(s)
+        self.schedule = schedule
         if isinstance(limit, str):
             if limit == "uniform":
                 m = torch.full((self.num_classes,), 1.0 / self.num_classes)
@@ -52,13 +63,12 @@ class CategoricalProcess:
 
     # --- schedule -------------------------------------------------------------------------
     def alphabar(self, t) -> float:
+        """The fraction of the data left at time ``t``: ``alphabar_t`` of the schedule (module docstring)."""
         t = float(t)
+        if self.schedule == "linear":
+            return min(max(1.0 - t, 0.0), 1.0)
         c = math.cos(math.pi / 2 * (t + self.s) / (1 + self.s)) / math.cos(math.pi / 2 * self.s / (1 + self.s))
         return min(max(c * c, 0.0), 1.0)
-
-    def sample_t(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-        return self.t_min + (self.t_max - self.t_min) * u
 
     # --- explicit matrices (for tests and small vocabularies) ------------------------------
     def pad(self, x0: torch.Tensor) -> torch.Tensor:
@@ -82,7 +92,10 @@ class CategoricalProcess:
     def q_sample(self, x0: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.sample_onehot(self.marginal_probs(x0, t), generator)
 
-    def prior(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def prior(self, like: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One-hot draws from the limit ``m`` over the S states, for a field shaped like ``like`` (``...×K`` or ``...×S``)."""
+        if like.shape[-1] != self.num_states:
+            like = like.new_zeros(*like.shape[:-1], self.num_states)
         probs = self.m.to(like.dtype).expand(*like.shape[:-1], self.num_states).to(like.device)
         return self.sample_onehot(probs, generator)
 
@@ -121,18 +134,54 @@ class CategoricalProcess:
         unnorm = left * (ab_s * w + (1 - ab_s) * m * w.sum(-1, keepdim=True))
         return unnorm / unnorm.sum(-1, keepdim=True).clamp_min(1e-30)
 
-    def step(self, xt: torch.Tensor, x0_probs: torch.Tensor, t, s, generator=None) -> torch.Tensor:
+    def step(self, xt: torch.Tensor, x0_probs: torch.Tensor, t, s, generator=None, mask=None) -> torch.Tensor:
         """One ancestral step ``x_s ~ p(x_s | x_t)``; ``s=None`` draws ``x_0 ~ p(x_0 | x_t)`` (the last step)."""
         if s is None:
             return self.sample_onehot(x0_probs, generator)
         return self.sample_onehot(self.reverse_probs(xt, x0_probs, t, s), generator)
 
+    # --- the family contract (diffkit.processes.FieldProcess) ----------------------------------
+    def diffuse(self, x0, t, generator=None, mask=None):
+        """``x_t ~ Cat(alphabar_t x_0 + (1 - alphabar_t) m)``; the loss needs no noise."""
+        return self.q_sample(x0, t, generator), None
+
+    def output_shape(self, like):
+        """Logits over the K data classes (the input is one-hot over the S states)."""
+        return tuple(like[:-1]) + (self.num_classes,)
+
+    def read(self, raw, x_t, t, *, parameterization=None, mask=None, t_one=None, sigma_data=0.5):
+        """``log p(x_0 | x_t)`` from logits; guidance combines log-probabilities linearly."""
+        return raw.float().log_softmax(-1)
+
+    def prediction(self, read):
+        """``p(x_0 | x_t)``, what :meth:`step` consumes."""
+        return read.softmax(-1)
+
+    def loss(self, raw, x0, x_t, noise, t, mask=None, *, vlb_weight=0.0, vlb_steps=1000, **_):
+        """Cross-entropy of ``p(x_0 | x_t)`` against ``x_0`` (DiGress) plus, with ``vlb_weight > 0``,
+        ``vlb_weight KL(q(x_s | x_t, x_0) || p(x_s | x_t))`` at ``s = t - 1/vlb_steps`` (D3PM's hybrid loss)."""
+        logits = raw.float()
+        labels = x0.argmax(-1)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none").reshape(labels.shape)
+        per_example = masked_mean(ce, mask, 0)
+        if vlb_weight > 0:
+            per_example = per_example + vlb_weight * self.posterior_kl(x_t, x0, logits.softmax(-1), t, vlb_steps, mask)
+        return per_example
+
+    def posterior_kl(self, xt, x0, x0_probs, t, steps, mask=None):
+        """Per-example ``KL(q(x_s | x_t, x_0) || p(x_s | x_t))`` at ``s = t - 1/steps``, over unmasked positions."""
+        s = (t - 1.0 / steps).clamp_min(0.0)
+        q = self.posterior_probs(xt, x0, t, s)
+        p = self.reverse_probs(xt, x0_probs, t, s)
+        kl = (q * (torch.log(q.clamp_min(1e-20)) - torch.log(p.clamp_min(1e-20)))).sum(-1)
+        return masked_mean(kl, mask, 0)
+
     def config(self) -> dict:
         limit = self.limit_name if self.limit_name != "marginal" else self.m.tolist()
-        return {"num_classes": self.num_classes, "limit": limit, "symmetric": self.symmetric, "s": self.s}
+        return {"num_classes": self.num_classes, "limit": limit, "symmetric": self.symmetric, "s": self.s, "schedule": self.schedule}
 
     def __repr__(self) -> str:
-        return f"CategoricalProcess(num_classes={self.num_classes}, limit={self.limit_name!r}, symmetric={self.symmetric})"
+        return f"CategoricalProcess(num_classes={self.num_classes}, limit={self.limit_name!r}, symmetric={self.symmetric}, schedule={self.schedule!r})"
 
 
 def _per_example(fn, t, like: torch.Tensor) -> torch.Tensor:

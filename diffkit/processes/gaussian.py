@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from diffkit.processes.base import FieldProcess, expand_mask, masked_mean
 
 
 def _t(t, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -37,13 +38,19 @@ def broadcast_to(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return coef.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
-class GaussianProcess:
-    """Base class: subclasses give ``log_alpha(t)``, ``log_sigma(t)`` and ``t_from_log_snr``."""
+PARAMETERIZATIONS = ("eps", "x0", "v", "score", "edm")
+"""How a backbone's output for a Gaussian field may be read (see :func:`x0_from_output`)."""
 
-    kind = "gaussian"
+
+class GaussianProcess(FieldProcess):
+    """The Gaussian family: ``q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I)``. Subclasses give ``log_alpha(t)``,
+    ``log_sigma(t)`` and ``t_from_log_snr``; samplers' continuous updates act on the family through
+    ``alpha``/``sigma`` (:meth:`coefficients`) alone."""
+
     name = "gaussian"
     t_min: float = 1e-3
     t_max: float = 1.0
+    parameterizations = PARAMETERIZATIONS
 
     # --- the schedule -------------------------------------------------------------------
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
@@ -88,12 +95,6 @@ class GaussianProcess:
         g2 = (2.0 * torch.exp(2.0 * ls) * (dls - dla)).detach()
         return f, g2
 
-    # --- training -----------------------------------------------------------------------
-    def sample_t(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training times: uniform on ``[t_min, t_max]`` unless a process says otherwise."""
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-        return self.t_min + (self.t_max - self.t_min) * u
-
     # --- noise ---------------------------------------------------------------------------
     def noise(self, like: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Standard normal noise shaped like ``like``, zero where ``mask`` (B×n) is 0."""
@@ -104,7 +105,7 @@ class GaussianProcess:
         """Project onto the subspace the process lives in (here: zero at masked-out positions)."""
         if mask is None:
             return x
-        return x * _expand_mask(mask, x)
+        return x * expand_mask(mask, x)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = alpha_t x_0 + sigma_t eps``."""
@@ -125,11 +126,47 @@ class GaussianProcess:
         a_t, s_t, a_s, s_s = (float(v) for v in (self.alpha(t), self.sigma(t), self.alpha(s), self.sigma(s)))
         return gaussian_posterior(xt, x0, a_t, s_t, a_s, s_s)
 
-    def config(self) -> dict:
-        return {}
+    # --- the family contract (diffkit.processes.FieldProcess) ----------------------------------
+    def diffuse(self, x0, t, generator=None, mask=None):
+        """``x_t = alpha_t x_0 + sigma_t eps`` with ``eps`` standard normal (projected); returns ``(x_t, eps)``."""
+        eps = self.noise(x0, generator, mask)
+        return self.q_sample(x0, t, eps), eps
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+    def backbone_input(self, x_t, t, *, parameterization=None, sigma_data=0.5):
+        """``x_t``, or under EDM preconditioning ``c_in x_t / alpha`` (Karras et al. 2022)."""
+        if parameterization != "edm":
+            return x_t
+        a, s = coefficients_like(self, t, x_t)
+        return edm_coefficients(s / a, sigma_data)[2] * x_t / a
+
+    def read(self, raw, x_t, t, *, parameterization=None, mask=None, t_one=None, sigma_data=0.5):
+        """``x0_hat`` from the backbone's output in ``parameterization`` (:func:`x0_from_output`), projected."""
+        coef = None if t_one is None else self.coefficients(t_one)
+        return self.project(x0_from_output(self, parameterization or "eps", raw, x_t, t, coef, sigma_data), mask)
+
+    def loss(self, raw, x0, x_t, noise, t, mask=None, *, parameterization="eps", sigma_data=0.5, weighting="simple", gamma=5.0, **_):
+        """``w(t) mean ||F - target||^2`` over unmasked positions, ``target`` per :func:`target_for` and ``w`` per
+        :func:`loss_weight`; the score parameterisation regresses ``sigma F`` on ``-eps`` (NCSN's ``lambda = sigma^2``)."""
+        p = parameterization or "eps"
+        a, s = coefficients_like(self, t, x0)
+        target = target_for(p, x0, noise, a, s, sigma_data)
+        residual = raw.float() - target
+        if p == "score":
+            residual = residual * s
+        feature_dims = x0.dim() - (1 if mask is None else mask.dim())
+        per_example = masked_mean(residual.pow(2), mask, feature_dims)
+        snr_t = torch.exp(self.log_snr(t)).to(per_example)
+        sig = (self.sigma(t) / self.alpha(t)).to(per_example)
+        return per_example * loss_weight(weighting, p, snr_t, sig, sigma_data, gamma)
+
+    def step(self, x_t, prediction, t, s, generator=None, mask=None):
+        """The reverse-diffusion kernel ``x_s ~ q(x_s | x_t, x_0 = x0_hat)`` (:meth:`posterior`); ``s = None``
+        lands on ``x0_hat``."""
+        if s is None:
+            return prediction
+        (a_t, s_t), (a_s, s_s) = self.coefficients(t), self.coefficients(s)
+        mean, var = gaussian_posterior(x_t, prediction, a_t, s_t, a_s, s_s)
+        return mean + math.sqrt(var) * self.noise(x_t, generator, mask)
 
 
 def gaussian_posterior(xt, x0, a_t: float, s_t: float, a_s: float, s_s: float):
@@ -139,11 +176,104 @@ def gaussian_posterior(xt, x0, a_t: float, s_t: float, a_s: float, s_s: float):
     return mean, var_ts * s_s**2 / s_t**2
 
 
-def _expand_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    m = mask.to(x.dtype)
-    while m.dim() < x.dim():
-        m = m.unsqueeze(-1)
-    return m
+# --- the score and the reverse-time equations (Song et al. 2021) -------------------------------------------
+def score_from_x0(x: torch.Tensor, x0: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """Tweedie's formula read backwards: ``grad log p_t(x) = -(x - alpha_t x0_hat) / sigma_t^2``."""
+    return -(x - alpha * x0) / sigma**2
+
+
+def reverse_sde_drift(x: torch.Tensor, score: torch.Tensor, f: float, g2: float) -> torch.Tensor:
+    """The drift of the reverse-time SDE ``dx = [f x - g^2 score] dt + g dw_bar`` (``dt < 0``)."""
+    return f * x - g2 * score
+
+
+def probability_flow_drift(x: torch.Tensor, x0: torch.Tensor, alpha: float, sigma: float, f: float, g2: float) -> torch.Tensor:
+    """The probability-flow ODE ``dx/dt = f x - g^2/2 score``, with the score of :func:`score_from_x0` written out:
+    ``(f + g^2 / (2 sigma^2)) x - g^2 alpha / (2 sigma^2) x0_hat``."""
+    return (f + 0.5 * g2 / sigma**2) * x - 0.5 * g2 * alpha / sigma**2 * x0
+
+
+# --- parameterisations: what a backbone's output means for a Gaussian field ----------------------------------
+def coefficients_like(proc: GaussianProcess, t: torch.Tensor, like: torch.Tensor):
+    """``(alpha_t, sigma_t)`` for times ``t`` (B) as ``like``'s dtype, shaped to broadcast against ``like``."""
+    a = proc.alpha(t.double()).to(like.dtype)
+    s = proc.sigma(t.double()).to(like.dtype)
+    return broadcast_to(a, like), broadcast_to(s, like)
+
+
+def edm_coefficients(sigma_ve, sigma_data: float):
+    """``c_skip, c_out, c_in`` for a tensor of noise levels or a single float."""
+    s2, sd2 = sigma_ve**2, sigma_data**2
+    root = (s2 + sd2) ** 0.5
+    c_skip = sd2 / (s2 + sd2)
+    c_out = sigma_ve * sigma_data / root
+    c_in = 1.0 / root
+    return c_skip, c_out, c_in
+
+
+def x0_from_output(proc: GaussianProcess, p: str, raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, coef: tuple[float, float] | None = None,
+                   sigma_data: float = 0.5) -> torch.Tensor:
+    """``x0`` from a backbone output ``F`` in parameterisation ``p`` for ``x_t = alpha x_0 + sigma eps``:
+    eps ``(x_t - sigma F)/alpha``; x0 ``F``; v ``(alpha x_t - sigma F)/(alpha^2 + sigma^2)``; score
+    ``(x_t + sigma^2 F)/alpha``; edm ``c_skip x_t/alpha + c_out F``. ``coef = (alpha, sigma)`` as floats when the
+    batch shares one time."""
+    a, s = coefficients_like(proc, t, xt) if coef is None else coef
+    if p == "eps":
+        if coef is not None:  # one fused pass: (x_t - s F) / a
+            return torch.add(xt, raw, alpha=-s).mul_(1.0 / a)
+        return (xt - s * raw) / a
+    if p == "x0":
+        return raw
+    if p == "v":
+        return (a * xt - s * raw) / (a * a + s * s)
+    if p == "score":
+        return (xt + s * s * raw) / a
+    c_skip, c_out, _ = edm_coefficients(s / a, sigma_data)
+    return c_skip * xt / a + c_out * raw
+
+
+def parameterization_weight(p: str, snr_t: torch.Tensor, sigma_ve: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """The weight on ``||x0_hat - x0||^2`` implied by plain MSE in parameterisation ``p``."""
+    if p in ("eps", "score"):  # score loss carries the customary sigma^2 (NCSN's lambda(sigma) = sigma^2)
+        return snr_t
+    if p == "x0":
+        return torch.ones_like(snr_t)
+    if p == "v":
+        return snr_t + 1.0
+    c_out = sigma_ve * sigma_data / torch.sqrt(sigma_ve**2 + sigma_data**2)
+    return 1.0 / c_out**2
+
+
+def loss_weight(weighting: str, p: str, snr_t: torch.Tensor, sigma_ve: torch.Tensor, sigma_data: float, gamma: float = 5.0) -> torch.Tensor:
+    """Factor multiplying the plain MSE in parameterisation ``p`` so that the x0-space weight becomes
+
+    ``simple``: the parameterisation's own (factor 1); ``snr``: ``SNR(t)`` (the eps loss);
+    ``min-snr``: ``min(SNR(t), gamma)`` (Hang et al. 2023).
+    """
+    if weighting == "simple":
+        return torch.ones_like(snr_t)
+    own = parameterization_weight(p, snr_t, sigma_ve, sigma_data)
+    if weighting == "snr":
+        return snr_t / own
+    if weighting in ("min-snr", "min-snr-gamma"):
+        return torch.clamp(snr_t, max=gamma) / own
+    raise ValueError(f"unknown loss weighting {weighting!r}; use 'simple', 'snr' or 'min-snr'")
+
+
+def target_for(p: str, x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, s: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """The regression target of parameterisation ``p`` for ``x_t = a x0 + s eps``."""
+    if p == "eps":
+        return eps
+    if p == "x0":
+        return x0
+    if p == "v":
+        return a * eps - s * x0
+    if p == "score":
+        return -eps / s
+    sig = s / a
+    c_skip, c_out, _ = edm_coefficients(sig, sigma_data)
+    xt_ve = x0 + sig * eps
+    return (x0 - c_skip * xt_ve) / c_out
 
 
 class VPLinear(GaussianProcess):
@@ -313,7 +443,7 @@ class ZeroCoMGaussian(ConstrainedGaussian):
     def project(self, x, mask=None):
         if mask is None:
             return x - x.mean(dim=1, keepdim=True)
-        m = _expand_mask(mask, x)
+        m = expand_mask(mask, x)
         count = m.sum(dim=1, keepdim=True).clamp_min(1.0)
         centre = (x * m).sum(dim=1, keepdim=True) / count
         return (x - centre) * m

@@ -8,14 +8,11 @@ from __future__ import annotations
 import torch
 
 
-def _time_process(diffusion):
-    proc = getattr(diffusion, "primary", diffusion)
-    return proc
-
-
 def _gaussian_process(diffusion, schedule: str):
-    proc = _time_process(diffusion)
-    if getattr(proc, "kind", None) != "gaussian":
+    from diffkit.processes.gaussian import GaussianProcess
+
+    proc = getattr(diffusion, "primary", diffusion)
+    if not isinstance(proc, GaussianProcess):
         raise ValueError(f"the {schedule!r} schedule needs a Gaussian field to define log-SNR; this diffusion has none, use schedule='uniform'")
     return proc
 

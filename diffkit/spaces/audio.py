@@ -78,6 +78,10 @@ class AudioSequence(Space):
     def decode(self, state: State) -> list[torch.Tensor]:
         return list(state[self.field_name].detach().float().cpu().clamp(-1.0, 1.0))
 
+    def natural(self, items: list) -> list[AudioClip]:
+        """An :class:`AudioClip` ``(waveform C×T in [-1, 1], sample rate)`` for each clip."""
+        return [AudioClip(x, self.sample_rate) for x in items]
+
     def write(self, items: list, out: Path, *, name: str = "sample", labels: Sequence[int] | None = None, **kwargs) -> list[Path]:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

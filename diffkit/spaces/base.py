@@ -64,10 +64,6 @@ class Space:
         """Per-batch training augmentation of an encoded State (e.g. dequantisation); identity by default."""
         return state
 
-    def encode(self, item: Any, **kwargs) -> State:
-        """One element as a State with batch size 1."""
-        return self.collate([item], **kwargs)
-
     # --- tensors -> data ----------------------------------------------------------------
     def decode(self, state: State) -> list:
         """Turn a sampled State back into a list of elements (quantise, clamp, argmax, symmetrise)."""
@@ -80,6 +76,11 @@ class Space:
         reference elements a space may draw beside the samples (a scatter plot over the data, say);
         ``title``: a caption for figures. A space uses what it can show and ignores the rest."""
         raise NotImplementedError
+
+    def natural(self, items: list) -> list:
+        """Decoded elements in the modality's natural Python form (what ``diffkit.load(...).sample`` returns):
+        the elements themselves unless a space says otherwise (audio: ``AudioClip(wave, rate)``; molecules: RDKit)."""
+        return list(items)
 
     def read(self, path: Path) -> tuple[list, list[dict]]:
         """Read samples written in the modality's natural form (a file or a folder).

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from diffkit.processes.categorical import symmetrise_indices
+from diffkit.processes.categorical import CategoricalProcess, symmetrise_indices
 from diffkit.processes.composite import Diffusion
 from diffkit.spaces.base import Space
 from diffkit.state import State
@@ -210,12 +210,9 @@ def _check_outputs(ck: Checker, out, xt: State, diffusion: Diffusion, space: Spa
         ck.require(k in out, "outputs", f"forward returned no output for field {k!r} (it returned {list(out)}); give one per diffused field")
         y = out[k]
         ck.require(isinstance(y, torch.Tensor) and y.dtype == torch.float32, "outputs", f"output {k!r} has dtype {getattr(y, 'dtype', type(y).__name__)}; return float32")
-        if proc.kind == "gaussian":
-            ck.require(y.shape == xt[k].shape, "outputs", f"output {k!r} has shape {tuple(y.shape)}; a Gaussian field's output has the field's shape {tuple(xt[k].shape)}")
-        else:
-            K = space.field(k).num_classes
-            ck.require(y.shape[:-1] == xt[k].shape[:-1] and y.shape[-1] == K, "outputs",
-                       f"output {k!r} has shape {tuple(y.shape)}; a categorical field's output is logits of shape {tuple(xt[k].shape[:-1]) + (K,)}")
+        expected = tuple(proc.output_shape(xt[k].shape))
+        ck.require(tuple(y.shape) == expected, "outputs", f"output {k!r} has shape {tuple(y.shape)}; its process ({type(proc).__name__}) reads outputs of shape {expected}"
+                   + (" (logits over the data classes)" if isinstance(proc, CategoricalProcess) else ""))
         ck.require(bool(torch.isfinite(y).all()), "outputs", f"output {k!r} holds NaN or infinite values")
 
 

@@ -1,4 +1,4 @@
-"""Conformance checks for forward noise processes (docs/contracts.md, "Process")."""
+"""Conformance checks for forward noise processes (docs/contracts.md, "Process family")."""
 from __future__ import annotations
 
 import math
@@ -6,6 +6,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from diffkit.processes.base import FieldProcess
+from diffkit.processes.categorical import CategoricalProcess
+from diffkit.processes.gaussian import GaussianProcess
 from diffkit.spaces.base import FieldSpec
 from diffkit.testing.errors import Checker, component_name, json_roundtrip
 
@@ -36,11 +39,17 @@ def check_process(process, field: FieldSpec | None = None, *, options: dict | No
 
     Rules enforced, all processes:
 
-    - ``[attributes]``: ``kind`` is "gaussian" or "categorical"; ``name`` a string; ``t_min < t_max``;
-      ``config()`` is JSON; ``sample_t(n)`` gives n float times in ``[t_min, t_max]``.
+    - ``[attributes]``: the process is a :class:`diffkit.processes.FieldProcess` (a family); ``name`` a string;
+      ``t_min < t_max``; ``config()`` is JSON; ``sample_t(n)`` gives n float times in ``[t_min, t_max]``.
     - ``[determinism]``: ``sample_t``, ``q_sample`` and ``prior`` repeat exactly under the same seed.
     - ``[prior]``: the prior equals ``q(x_T | x_0)`` at ``T = t_max`` in the limit: Gaussian moments
       (mean within 5 standard errors, standard deviation within 5 %) or categorical frequencies agree.
+
+    Processes of any other family (a plugin's):
+
+    - ``[family]``: ``diffuse`` returns ``x_t`` of ``x_0``'s shape, repeatably under a seed; ``prior`` and
+      ``step`` (to a time ``s`` and to clean data, ``s = None``) return the field's shape; ``loss`` of the
+      backbone output shape (``output_shape``) is a finite per-example vector.
 
     Gaussian processes:
 
@@ -60,12 +69,12 @@ def check_process(process, field: FieldSpec | None = None, *, options: dict | No
       over ``p(x_0 | x_t)``.
     - ``[step]``: ``step`` returns one-hot states of the input's shape (symmetric for symmetric fields).
     """
-    if not hasattr(process, "kind") and callable(process):
+    if not isinstance(process, FieldProcess) and callable(process):
         process = build_process(process, field, options, name)
     ck = Checker("process", name or component_name(process))
     checked = []
-    kind = getattr(process, "kind", None)
-    ck.require(kind in ("gaussian", "categorical"), "attributes", f"kind is {kind!r}; set kind = 'gaussian' or 'categorical'")
+    ck.require(isinstance(process, FieldProcess), "attributes",
+               f"{type(process).__name__} is not a process family; subclass diffkit.processes.GaussianProcess, CategoricalProcess or FieldProcess")
     ck.require(isinstance(getattr(process, "name", None), str), "attributes", "the process has no string 'name'")
     t_min, t_max = float(process.t_min), float(process.t_max)
     ck.require(0.0 <= t_min < t_max, "attributes", f"need 0 <= t_min < t_max, got t_min={t_min}, t_max={t_max}")
@@ -78,11 +87,50 @@ def check_process(process, field: FieldSpec | None = None, *, options: dict | No
     ck.require(bool(((t1 >= t_min - 1e-9) & (t1 <= t_max + 1e-9)).all()), "attributes", f"sample_t drew times in [{float(t1.min()):.4g}, {float(t1.max()):.4g}], outside [t_min, t_max] = [{t_min}, {t_max}]")
     ck.require(torch.equal(t1, t2), "determinism", "sample_t differs under the same seed; draw only from the generator")
     checked.append("attributes")
-    if kind == "gaussian":
+    if isinstance(process, GaussianProcess):
         checked += _check_gaussian(ck, process, n, seed)
-    else:
+    elif isinstance(process, CategoricalProcess):
         checked += _check_categorical(ck, process, n, seed)
+    else:
+        checked += _check_family(ck, process, field, seed)
     return checked
+
+
+# --- any other family ------------------------------------------------------------------------------------
+def _check_family(ck: Checker, proc, field: FieldSpec | None, seed: int) -> list[str]:
+    """The contract's shapes and determinism, for a family the kit knows nothing else about (on ``B×4×3`` data, or
+    one-hot ``B×4×K`` for a categorical field)."""
+    B = 16
+    g = torch.Generator().manual_seed(seed)
+    if field is not None and field.kind == "categorical":
+        x0 = F.one_hot(torch.randint(field.num_classes, (B, 4), generator=g), field.num_classes).float()
+    else:
+        x0 = torch.rand(B, 4, 3, generator=g) * 2 - 1
+    t = proc.sample_t(B, torch.Generator().manual_seed(seed)).float()
+    with ck.step("family", "diffuse(x0, t, generator)"):
+        xt, noise = proc.diffuse(x0, t, torch.Generator().manual_seed(seed + 1))
+        xt2, _ = proc.diffuse(x0, t, torch.Generator().manual_seed(seed + 1))
+    ck.require(isinstance(xt, torch.Tensor) and xt.shape[0] == B, "family", f"diffuse returned {type(xt).__name__} {tuple(getattr(xt, 'shape', ()))}; return (x_t, noise or None) with x_t batch-first")
+    ck.require(torch.equal(xt, xt2), "determinism", "diffuse differs under the same seed; draw only from the generator")
+    with ck.step("family", "prior(like, generator)"):
+        prior = proc.prior(x0, torch.Generator().manual_seed(seed + 2))
+        prior2 = proc.prior(x0, torch.Generator().manual_seed(seed + 2))
+    ck.require(prior.shape == xt.shape, "family", f"prior returned shape {tuple(prior.shape)}, not that of x_t {tuple(xt.shape)}")
+    ck.require(torch.equal(prior, prior2), "determinism", "prior differs under the same seed; draw only from the generator")
+    raw = torch.randn(proc.output_shape(xt.shape), generator=g)
+    with ck.step("family", "read(raw, x_t, t) and prediction(...)"):
+        pred = proc.prediction(proc.read(raw, xt, t.double()))
+    t_, s_ = 0.6 * proc.t_max + 0.4 * proc.t_min, 0.3 * proc.t_max + 0.7 * proc.t_min
+    with ck.step("family", "step(x_t, prediction, t, s) and step(..., s=None)"):
+        out_s = proc.step(xt, pred, t_, s_, torch.Generator().manual_seed(0))
+        out_0 = proc.step(xt, pred, t_, None, torch.Generator().manual_seed(0))
+    ck.require(out_s.shape == xt.shape and out_0.shape[0] == B, "family", f"step returned shape {tuple(out_s.shape)}; return the field's shape {tuple(xt.shape)}")
+    ck.require(bool(torch.isfinite(out_s.float()).all() and torch.isfinite(out_0.float()).all()), "family", "step returned NaN or infinite values")
+    with ck.step("family", "loss(raw, x0, x_t, noise, t)"):
+        loss = proc.loss(raw, x0, xt, noise, t.double())
+    ck.require(isinstance(loss, torch.Tensor) and loss.shape == (B,) and bool(torch.isfinite(loss).all()), "family",
+               f"loss returned {tuple(getattr(loss, 'shape', ()))}; return a finite per-example loss of shape ({B},)")
+    return ["family", "determinism"]
 
 
 # --- Gaussian -------------------------------------------------------------------------------------------

@@ -60,8 +60,10 @@ def learning_rate(step: int, cfg: dict) -> float:
 
 class Trainer:
     def __init__(self, recipe, out_dir: str | Path, *, steps: int | None = None, device: str = "cpu", seed: int | None = None,
-                 resume: bool = False, progress: bool = True, dataset=None, max_minutes: float | None = None):
+                 resume: bool = False, progress: bool = True, dataset=None, max_minutes: float | None = None, init: str | None = None):
         self.recipe = load_recipe(recipe)
+        if init is not None:
+            self.recipe["train"]["init"] = str(init)
         if seed is not None:
             self.recipe["seed"] = int(seed)
         if steps is not None:
@@ -88,6 +90,8 @@ class Trainer:
         self.run = build_run(self.recipe, self.dataset)
         self.space = self.run.space
         self.backbone = self.run.denoiser.backbone.to(device)
+        if self.cfg.get("init") and not resume:
+            self._initialise_from(self.cfg["init"])
         self.data, self.labels = collate_dataset(self.space, self.run.encoded)  # a two-stage run trains on the encoded data
         self.data = self.data.to(device)
         if self.run.num_classes and self.labels is None:
@@ -106,6 +110,25 @@ class Trainer:
         self.train_denoiser = Denoiser(model, self.run.diffusion, self.run.denoiser.parameterization)
         if resume:
             self._load_checkpoint()
+
+    def _initialise_from(self, init: str) -> None:
+        """Start from trained weights (fine-tuning): ``"pretrained"`` is the shipped model of this recipe's name,
+        anything else a shipped model's name or a run directory. Every tensor must match in name and shape."""
+        from diffkit.pretrained import locate, resolve
+        from diffkit.runs import load_run
+
+        path = locate(self.recipe["name"]) if init == "pretrained" else resolve(init)[0]
+        source = load_run(path, device="cpu").denoiser.backbone.state_dict()
+        own = self.backbone.state_dict()
+        missing, extra = sorted(set(own) - set(source)), sorted(set(source) - set(own))
+        if missing or extra:
+            raise ValueError(f"--init {init}: its weights do not fit recipe {self.recipe['name']!r}'s backbone (missing {missing[:3]}, unexpected {extra[:3]}); "
+                             f"initialise from a model of the same backbone and options")
+        for key, value in source.items():
+            if value.shape != own[key].shape:
+                raise ValueError(f"--init {init}: tensor {key!r} has shape {tuple(value.shape)} there and {tuple(own[key].shape)} in recipe "
+                                 f"{self.recipe['name']!r}; initialise from a model of the same backbone and options")
+        self.backbone.load_state_dict(source)
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _trainer_tensors(self) -> tuple[dict, list]:
@@ -241,9 +264,9 @@ class Trainer:
         return {"recipe": self.recipe["name"], "steps": self.step, "out": str(self.out_dir), "seconds": seconds, **last}
 
 
-def train(recipe, out_dir, *, steps=None, device="cpu", seed=None, resume=False, progress=True, dataset=None, max_minutes=None) -> dict:
+def train(recipe, out_dir, *, steps=None, device="cpu", seed=None, resume=False, progress=True, dataset=None, max_minutes=None, init=None) -> dict:
     """``diffkit train``: build the recipe and train it into ``out_dir``; with ``max_minutes`` (or the
     recipe's ``train.max_minutes``) training stops at the first step boundary past that wall-clock
     budget, checkpointed (the learning-rate schedule still refers to ``steps``)."""
     return Trainer(recipe, out_dir, steps=steps, device=device, seed=seed, resume=resume, progress=progress, dataset=dataset,
-                   max_minutes=max_minutes).fit()
+                   max_minutes=max_minutes, init=init).fit()

@@ -71,6 +71,11 @@ class MoleculeSpace(MolecularGraph):
         ones, and the raw (unsanitisable) neutral graph otherwise."""
         return [chem.canonical(m) if status == "valid" else chem.any_smiles(m) for m, status in self.to_molecules(items)]
 
+    def natural(self, items: Sequence[Any]) -> list:
+        """RDKit molecules: sanitised when the graph is valid (with +1 charges where only the relaxed rule
+        passes), the raw unsanitised graph otherwise; read ``diffkit_molecule.chem`` to tell them apart."""
+        return [m for m, _ in self.to_molecules(items)]
+
     # --- natural format ---------------------------------------------------------------------------
     def write(self, items: list, out: Path, labels=None, grid: int = 48, **kwargs) -> list[Path]:
         out = Path(out)

@@ -57,3 +57,12 @@ def test_template_draws_sizes_from_fit():
     sizes = state["mask"].sum(1)
     assert set(sizes.tolist()) == {2.0, 3.0}
     assert abs((sizes == 3).float().mean().item() - 0.75) < 0.08
+
+
+def test_natural_form_is_rdkit_molecules():
+    from rdkit import Chem
+
+    space = MoleculeSpace()
+    mols = space.natural([space.from_smiles("CCO"), space.from_smiles("C1=CC=CC=C1")])
+    assert all(isinstance(m, Chem.Mol) for m in mols)
+    assert [Chem.MolToSmiles(m) for m in mols] == ["CCO", "c1ccccc1"]
