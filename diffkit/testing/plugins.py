@@ -28,6 +28,9 @@ def shrink_recipe(recipe: dict, *, steps: int = 2, sample_n: int = 8, sample_ste
     r["train"].update(steps=int(steps), batch_size=min(int(r["train"]["batch_size"]), batch_size), checkpoint_every=max(int(steps), 1),
                       log_every=1, compile=False, precision="fp32", warmup=0)
     r["sample"].update(n=int(sample_n), batch_size=int(sample_n), steps=int(sample_steps))
+    if "bits-per-dim" in r.get("eval", {}).get("metrics", []):  # the likelihood of a few elements on a coarse grid: a smoke test, not a figure
+        bpd = r["eval"].setdefault("options", {}).setdefault("bits-per-dim", {})
+        bpd.update(n=min(int(bpd.get("n", sample_n)), int(sample_n)), steps=min(int(bpd.get("steps", 8)), 8))
     if r.get("representation"):  # a learned first stage fits at its quick tier's size (``[bench.quick] representation = { options = {...} }``)
         quick = r.get("bench", {}).get("quick", {}).get("representation", {}).get("options", {})
         r["representation"]["options"] = {**r["representation"].get("options", {}), **quick}
