@@ -76,10 +76,10 @@ def tier_recipe(recipe: dict, tier: str) -> tuple[dict, dict]:
     recipe = copy.deepcopy(recipe)
     bench = recipe["bench"]
     over = bench.get(tier, {})
-    for section in ("train", "sample", "data", "model"):
+    for section in ("train", "sample", "data", "model", "representation"):
         if section in over:
-            if section == "data" and "options" in over[section]:
-                recipe["data"].setdefault("options", {}).update(over[section]["options"])
+            if section in ("data", "representation") and "options" in over[section]:
+                recipe[section].setdefault("options", {}).update(over[section]["options"])
             else:
                 recipe[section].update(over[section])
     plan = {
@@ -139,7 +139,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
     log = [r for r in read_log(run_dir) if "items_per_second" in r]
     throughput = sum(r["items_per_second"] for r in log) / max(len(log), 1)
     run = load_run(run_dir, device=device)
-    duration = getattr(run.space, "duration", None)  # seconds of signal per element, for spaces that have one (audio)
+    duration = getattr(run.data_space, "duration", None)  # seconds of signal per element, for spaces that have one (audio)
     reference_data = None
     rows = []
     jobs = [(s, nfe) for s in bench_samplers(plan["samplers"], run.diffusion) for nfe in plan["nfe"]]
@@ -163,7 +163,7 @@ def run_task(name: str, recipe: dict, tier: str, out: Path, device: str = "cpu",
             reference_data = load_dataset(recipe, recipe.get("eval", {}).get("reference", "test"))
         metrics = evaluate(run, items, labels, out_dir=sample_dir, reference_data=reference_data) if reference_data is not None else {}
         write_kwargs = {"labels": labels}
-        run.space.write(items[: min(len(items), 64)], sample_dir, **write_kwargs)
+        run.data_space.write(items[: min(len(items), 64)], sample_dir, **write_kwargs)
         nfe_per_sample = timing["nfe"]
         rows.append({
             "sampler": sampler, "steps": steps, "nfe": nfe_per_sample, "guidance": guidance, "n": plan["n"], "seconds": timing["seconds"],

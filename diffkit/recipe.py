@@ -143,6 +143,21 @@ class Run:
     dataset: Any = None
     extra: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict, repr=False)
+    representation: Any = None  # the first stage of a two-stage recipe (diffkit.representations), or None
+    encoded: Any = None  # the training data as the diffusion sees it (encoded by the representation, else the dataset)
+
+    @property
+    def data_space(self) -> Space:
+        """The space of the data and of decoded samples: the representation's data space in a two-stage run, else ``space``."""
+        return self.space if self.representation is None else self.representation.data_space
+
+    def to_data(self, items: list) -> list:
+        """Samples of :attr:`space` as data elements (decoded by the representation in a two-stage run)."""
+        if self.representation is None:
+            return items
+        from diffkit.representations import decode_in_batches
+
+        return decode_in_batches(self.representation, items)
 
     @property
     def num_classes(self) -> int:
@@ -174,23 +189,46 @@ class Run:
 
         named = [("spaces", self.space.name), ("datasets", self.recipe["data"]["dataset"]), ("backbones", self.recipe["model"]["backbone"])]
         named += [("processes", table["process"]) for table in self.recipe["diffusion"].values() if "process" in table]
+        if self.representation is not None:
+            named += [("representations", self.representation.name)]
         named += [("samplers", self.recipe["sample"]["sampler"])] + [("metrics", m) for m in self.recipe.get("eval", {}).get("metrics", [])]
         found = {f"{kind}/{name}": provider(kind, name) for kind, name in named}
         return {k: v for k, v in sorted(found.items()) if v}
 
 
-def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Space | None = None) -> Run:
-    """Build every component of a recipe. Without ``stats``, the training data is loaded and fitted."""
+def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Space | None = None, representation=None) -> Run:
+    """Build every component of a recipe. Without ``stats``, the training data is loaded and fitted.
+
+    A recipe with a ``[representation]`` table is two-stage: the first stage is built over the dataset's space
+    and fitted on the training data (or read from its cache, :func:`diffkit.representations.fit_representation`),
+    the training data is encoded (``Run.encoded``), and the diffusion and backbone are built on the
+    representation's space. ``representation`` passes one already built and loaded (a trained run's)."""
+    spec = recipe.get("representation")
+    if spec and representation is None and (space is None or stats is None):
+        from diffkit.representations import EncodedDataset, build_representation, encode_in_batches, fit_representation
+
+        dataset = dataset if dataset is not None else load_dataset(recipe, "train")
+        representation = build_representation(spec, dataset.space)
+        elements, labels = split_items(dataset)
+        elements = [dataset.space.validate(e) for e in elements]
+        report = fit_representation(representation, elements, labels, data=recipe["data"], seed=int(recipe.get("seed", 0)), cache=bool(spec.get("cache", True)))
+        encoded = EncodedDataset(encode_in_batches(representation, elements), labels, representation.space)
+        run = build_run(recipe, encoded, stats=stats, representation=representation)
+        run.dataset, run.encoded = dataset, encoded
+        run.extra["representation_report"] = report
+        return run
     if space is None or stats is None:
         dataset = dataset if dataset is not None else load_dataset(recipe, "train")
         space = dataset.space
         if stats is None:
             elements, _ = split_items(dataset)
             stats = space.fit(elements)
+    if representation is not None and space is not representation.space:
+        space = representation.space
     diffusion = build_diffusion(recipe, space, stats)
     backbone = build_backbone(recipe, space, diffusion)
     denoiser = Denoiser(backbone, diffusion, recipe["model"].get("parameterization", "eps"))
-    return Run(recipe, space, stats, diffusion, denoiser, dataset)
+    return Run(recipe, space, stats, diffusion, denoiser, dataset, representation=representation, encoded=dataset)
 
 
 def collate_dataset(space: Space, dataset) -> tuple[State, torch.Tensor | None]:

@@ -1,7 +1,8 @@
 """Plugin discovery through ``importlib.metadata`` entry points, one group per kind of component.
 
 Groups: ``diffkit.spaces``, ``diffkit.processes``, ``diffkit.backbones``, ``diffkit.samplers``,
-``diffkit.datasets``, ``diffkit.metrics``, ``diffkit.recipes``. The core registers its own components
+``diffkit.datasets``, ``diffkit.metrics``, ``diffkit.recipes``, ``diffkit.representations`` (first stages of
+two-stage generation, :mod:`diffkit.representations`). The core registers its own components
 the same way (see ``setup.cfg``). Entry points are scanned once per process and kept as import strings
 until a component is first used, so ``import diffkit`` imports no plugin. A component that fails to
 import is reported with its error and breaks nothing else; a name claimed by two distributions is an
@@ -12,9 +13,9 @@ from __future__ import annotations
 import importlib.metadata as metadata
 from dataclasses import dataclass, field
 
-KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes", "pretrained")
+KINDS = ("spaces", "processes", "backbones", "samplers", "datasets", "metrics", "recipes", "pretrained", "representations")
 SINGULAR = {"spaces": "space", "processes": "process", "backbones": "backbone", "samplers": "sampler", "datasets": "dataset", "metrics": "metric", "recipes": "recipe",
-            "pretrained": "shipped model"}
+            "pretrained": "shipped model", "representations": "representation"}
 
 NOT_PLUGIN_EXTRAS = ("all", "dev", "bench")
 

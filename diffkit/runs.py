@@ -34,7 +34,8 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
         space = build_space(config["space"])
     except RegistryError as exc:
         raise CheckpointError(f"{run_dir} was trained with space {config['space']['name']!r}, which is not installed here: {exc}") from None
-    run = build_run(recipe, stats=config.get("stats", {}), space=space)
+    representation = _load_representation(run_dir, config) if config.get("representation") else None
+    run = build_run(recipe, stats=config.get("stats", {}), space=space, representation=representation)
     tensors = load_tensors(run_dir, "model.safetensors", config)
     state = unprefixed(weights, tensors) or unprefixed("model", tensors)
     missing, unexpected = run.denoiser.backbone.load_state_dict(state, strict=False)
@@ -43,6 +44,20 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
     run.denoiser.to(device).eval()
     run.extra["config"] = config
     return run
+
+
+def _load_representation(run_dir: Path, config: dict):
+    """The first stage of a two-stage run, rebuilt from its recorded spec with the weights saved beside the model."""
+    from diffkit.representations import RepresentationError, build_representation
+
+    spec = config["representation"]
+    try:
+        data_space = build_space(spec["data_space"])
+        rep = build_representation({"name": spec["name"], "config": spec.get("config", {})}, data_space)
+        rep.load_state_dict(load_tensors(run_dir, "representation.safetensors", config))
+    except (RegistryError, RepresentationError) as exc:
+        raise CheckpointError(f"{run_dir}: its first stage (representation {spec.get('name')!r}) cannot be rebuilt here: {exc}") from None
+    return rep
 
 
 # --- sampling ---------------------------------------------------------------------------------------
@@ -56,7 +71,8 @@ def reference_conditioning(run: Run, n: int, split: str | None = None) -> tuple[
     items, labels = split_items(run.split(split))
     if n > len(items):
         raise RecipeError(f"space {run.space.name!r} is conditioned on {fields} from split {split!r}, one sample per element, but n={n} exceeds its {len(items)} elements; lower n")
-    state = run.space.collate(items[:n])
+    codes = items[:n] if run.representation is None else run.representation.encode(items[:n])  # a two-stage run conditions on codes
+    state = run.space.collate(codes)
     return State({k: state[k] for k in fields}), (None if labels is None else labels[:n]), items[:n]
 
 
@@ -64,6 +80,8 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
              seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None,
              conditioning: State | None = None) -> tuple[list, list | None, dict]:
     """Draw ``n`` samples; returns decoded elements, their class labels (or None) and timing figures.
+
+    Elements are data elements (:attr:`Run.data_space`): a two-stage run decodes its samples through its representation.
 
     A space with conditioning fields (``FieldSpec.diffused = False``) takes their values for sample ``i``
     from row ``i`` of ``conditioning``; without it, from the reference split (:func:`reference_conditioning`),
@@ -102,7 +120,7 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
             template[k] = conditioning[k][start:start + b].to(device)
         out = run_sampler(counted, template, sampler=sampler, steps=steps, schedule=schedule, generator=generator, **opts)
         nfe, evaluations = counted.calls, evaluations + counted.calls
-        items.extend(run.space.decode(out))
+        items.extend(run.to_data(run.space.decode(out)))  # a two-stage run decodes its codes back to data
         bar.update(b)
     bar.close()
     seconds = time.perf_counter() - t0
@@ -139,8 +157,9 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
     # model-based metrics (bits per dimension) read the denoiser; their results are kept per run in "memo",
     # since they do not depend on the sampler that drew ``items``
     extras = {"denoiser": run.denoiser, "num_classes": run.num_classes, "memo": run.extra.setdefault("metric_memo", {})}
-    ctx = EvalContext(generated=items, reference=[run.space.validate(x) for x in ref_items], labels=labels, reference_labels=ref_labels,
-                      train=train, space=run.space, out_dir=out_dir, extras=extras)
+    space = run.data_space  # metrics compare data elements, also in a two-stage run
+    ctx = EvalContext(generated=items, reference=[space.validate(x) for x in ref_items], labels=labels, reference_labels=ref_labels,
+                      train=train, space=space, out_dir=out_dir, extras=extras)
     options = run.recipe.get("eval", {}).get("options", {})
     return run_metrics(names, ctx, options)
 
@@ -168,9 +187,9 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if names and evaluate_metrics:
         reference, _ = split_items(run.split(run.reference_split))
     title = f"{run.recipe['name']}: {timing['sampler']}, {timing['nfe']} evaluations"
-    paths = run.space.write(items, out, labels=labels, reference=None if reference is None else reference[:len(items)], title=title)
+    paths = run.data_space.write(items, out, labels=labels, reference=None if reference is None else reference[:len(items)], title=title)
     if cond_items is not None:
-        paths += run.space.write([run.space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
+        paths += run.data_space.write([run.data_space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
     summary = {"recipe": run.recipe["name"], "n": n, "seed": seed, **timing, "files": [str(p) for p in paths]}
     if shipped:
         summary["shipped_model"] = shipped

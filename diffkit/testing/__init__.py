@@ -6,7 +6,7 @@ check, the contract and the component, e.g. ``check_space[round-trip] failed for
 
 - :func:`check_space` (``space, examples``), :func:`check_process` (``process`` or factory, ``field``),
   :func:`check_backbone` (``factory_or_module, space, diffusion``), :func:`check_dataset` (``factory``),
-  :func:`check_metric`, :func:`check_sampler`, :func:`check_recipe` (trains a few steps, samples);
+  :func:`check_metric`, :func:`check_sampler`, :func:`check_representation` (``rep, elements, bound``), :func:`check_recipe` (trains a few steps, samples);
 - :func:`check_plugin` (``distribution_name``) runs the right checks on every component a
   distribution registers; :func:`plugin_checks` gives them as ``(id, callable)`` pairs and
   :func:`parametrize_checks` as a pytest parametrisation::
@@ -23,9 +23,10 @@ from diffkit.testing.environment import private_cache
 from diffkit.testing.errors import ConformanceError
 from diffkit.testing.plugins import check_plugin, check_recipe, check_sampler, parametrize_checks, plugin_checks, shrink_recipe
 from diffkit.testing.processes import build_process, check_process
+from diffkit.testing.representations import check_representation
 from diffkit.testing.spaces import check_space
 
 __all__ = [
     "ConformanceError", "EQUIVARIANCES", "build_process", "check_backbone", "check_dataset", "check_metric", "check_plugin", "check_process",
-    "check_recipe", "check_sampler", "check_space", "example_state", "parametrize_checks", "plugin_checks", "private_cache", "shrink_recipe",
+    "check_recipe", "check_representation", "check_sampler", "check_space", "example_state", "parametrize_checks", "plugin_checks", "private_cache", "shrink_recipe",
 ]

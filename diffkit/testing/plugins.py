@@ -14,6 +14,7 @@ from diffkit import registry
 from diffkit.testing.backbones import check_backbone
 from diffkit.testing.datasets import check_dataset, check_metric
 from diffkit.testing.errors import Checker, ConformanceError
+from diffkit.testing.representations import check_representation
 from diffkit.testing.processes import check_process
 from diffkit.testing.spaces import check_space
 
@@ -27,6 +28,12 @@ def shrink_recipe(recipe: dict, *, steps: int = 2, sample_n: int = 8, sample_ste
     r["train"].update(steps=int(steps), batch_size=min(int(r["train"]["batch_size"]), batch_size), checkpoint_every=max(int(steps), 1),
                       log_every=1, compile=False, precision="fp32", warmup=0)
     r["sample"].update(n=int(sample_n), batch_size=int(sample_n), steps=int(sample_steps))
+    if "bits-per-dim" in r.get("eval", {}).get("metrics", []):  # the likelihood of a few elements on a coarse grid: a smoke test, not a figure
+        bpd = r["eval"].setdefault("options", {}).setdefault("bits-per-dim", {})
+        bpd.update(n=min(int(bpd.get("n", sample_n)), int(sample_n)), steps=min(int(bpd.get("steps", 8)), 8))
+    if r.get("representation"):  # a learned first stage fits at its quick tier's size (``[bench.quick] representation = { options = {...} }``)
+        quick = r.get("bench", {}).get("quick", {}).get("representation", {}).get("options", {})
+        r["representation"]["options"] = {**r["representation"].get("options", {}), **quick}
     return r
 
 
@@ -73,8 +80,8 @@ def check_recipe(recipe, *, name: str | None = None, steps: int = 2, sample_n: i
         ck.require(len(items) == sample_n, "sample", f"generate returned {len(items)} elements for n={sample_n}")
         for i, x in enumerate(items):
             with ck.step("sample", f"space.validate(sample {i})"):
-                run.space.validate(x)
-        a, b = run.space.collate(items), run.space.collate(again)
+                run.data_space.validate(x)  # data elements, also in a two-stage run
+        a, b = run.data_space.collate(items), run.data_space.collate(again)
         ck.require(all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a), "sample", "two generate calls with the same seed differ; draw only from the seeded generator")
         with ck.step("evaluate", "sample_run(run_dir)"):
             report = sample_run(out, n=sample_n, progress=False, out=out / "samples")
@@ -245,6 +252,64 @@ def _check_metric_component(distribution: str, name: str) -> list[str]:
     return check_metric(metric, ctx, options=recipe.get("eval", {}).get("options", {}).get(name, {}), name=name)
 
 
+def _check_representation_component(distribution: str, name: str) -> list[str]:
+    """A recipe of the distribution that names the representation: fit it at the recipe's smoke size on 64 training
+    elements and check shapes, determinism and config (the round-trip bound is the representation's own to state:
+    call ``check_representation(rep, elements, bound)`` after a full fit in the plugin's tests)."""
+    from diffkit.recipe import load_dataset
+    from diffkit.representations import build_representation
+
+    factory = _load("representations", name)
+    ck = Checker("representation", name)
+    ck.require(callable(factory), "contract", f"the entry point gives {type(factory).__name__}, not a factory")
+    recipe = _using(distribution, lambda r: (r.get("representation") or {}).get("name") == name)
+    if recipe is None:
+        return ["contract"]  # no recipe of this distribution uses it: call check_representation(...) in your own tests
+    recipe = shrink_recipe(recipe)
+    with ck.step("contract", f"building it as recipe {recipe['name']!r} names it"):
+        dataset = load_dataset(recipe, "train")
+        rep = build_representation(recipe["representation"], dataset.space)
+    elements, _ = _first_items(dataset, 64)
+    check_representation(rep, elements, bound=float("inf"), registered_name=name, fit=True)
+    return ["contract", "fit", "shapes", "determinism", "config"]
+
+
+def _check_shipped_model(name: str) -> list[str]:
+    """A shipped model: its card names every file with a SHA-256 that matches, its weights load into its recipe's
+    backbone, and two samples come out finite in the space's natural form."""
+    import torch
+
+    from diffkit.pretrained import load_model, locate, verify
+
+    ck = Checker("shipped model", name)
+    with ck.step("card", "locating it and checking its files against card.json"):
+        path = locate(name)
+        card = verify(path)
+    for key in ("recipe", "figures", "tolerance", "sha256", "made_by"):
+        ck.require(key in card, "card", f"card.json has no {key!r}; make it with scripts/make_pretrained.py")
+    with ck.step("load", "loading its weights into its recipe's backbone"):
+        model = load_model(name)
+    with ck.step("sample", "drawing two samples"):
+        items = model.space.decode(_two_samples(model))
+    ck.require(len(items) == 2, "sample", f"two samples decoded to {len(items)} elements")
+    finite = all(torch.isfinite(torch.as_tensor(x, dtype=torch.float64)).all() for x in items if isinstance(x, torch.Tensor))
+    ck.require(finite, "sample", "a sample holds NaN or infinite values")
+    return ["card", "load", "sample"]
+
+
+def _two_samples(model):
+    import torch
+
+    from diffkit.denoiser import guided
+    from diffkit.samplers import sample
+
+    run = model.run
+
+    labels = torch.zeros(2, dtype=torch.long) if run.num_classes else None
+    template = run.space.template(2, run.stats, torch.Generator().manual_seed(0))
+    return sample(guided(run.denoiser, labels, None), template, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(0))
+
+
 def plugin_checks(distribution: str, *, steps: int = 2, sample_n: int = 8) -> list[tuple[str, Callable[[], list]]]:
     """``(id, check)`` pairs, one per component that ``distribution`` registers, for ``pytest.mark.parametrize``.
 
@@ -266,8 +331,10 @@ def plugin_checks(distribution: str, *, steps: int = 2, sample_n: int = 8) -> li
         "metrics": lambda n: _check_metric_component(distribution, n),
         "recipes": lambda n: check_recipe(n, name=n, steps=steps, sample_n=sample_n),
         "samplers": lambda n: check_sampler(_load("samplers", n), name=n),
+        "representations": lambda n: _check_representation_component(distribution, n),
+        "pretrained": _check_shipped_model,
     }
-    return [(f"{registry.SINGULAR[k]}:{n}", functools.partial(runners[k], n)) for k, n in comps]
+    return [(f"{registry.SINGULAR[k]}:{n}", functools.partial(runners[k], n)) for k, n in comps if k in runners]
 
 
 def check_plugin(distribution: str, *, steps: int = 2, sample_n: int = 8) -> dict[str, list[str]]:

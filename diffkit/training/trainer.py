@@ -92,7 +92,7 @@ class Trainer:
         self.backbone = self.run.denoiser.backbone.to(device)
         if self.cfg.get("init") and not resume:
             self._initialise_from(self.cfg["init"])
-        self.data, self.labels = collate_dataset(self.space, self.dataset)
+        self.data, self.labels = collate_dataset(self.space, self.run.encoded)  # a two-stage run trains on the encoded data
         self.data = self.data.to(device)
         if self.run.num_classes and self.labels is None:
             raise ValueError(f"recipe {self.recipe['name']!r} is class-conditional (num_classes={self.run.num_classes}) but dataset {self.recipe['data']['dataset']!r} has no labels")
@@ -147,12 +147,18 @@ class Trainer:
         checksums = {
             "model.safetensors": atomic_save_tensors(self.out_dir / "model.safetensors", {**prefixed("model", self.backbone.state_dict()), **prefixed("ema", self.ema)}, {"format": FORMAT}),
         }
+        extra = {}
+        if self.run.representation is not None:  # the first stage travels with the run, so sampling needs no cache
+            rep = self.run.representation
+            extra["representation"] = {**rep.spec(), "data_space": {"name": rep.data_space.name, "config": rep.data_space.config()},
+                                       "report": self.run.extra.get("representation_report", {})}
+            checksums["representation.safetensors"] = atomic_save_tensors(self.out_dir / "representation.safetensors", rep.state_dict(), {"format": FORMAT})
         tensors, groups = self._trainer_tensors()
         checksums["trainer.safetensors"] = atomic_save_tensors(self.out_dir / "trainer.safetensors", tensors, {"format": FORMAT})
         atomic_write_json(self.out_dir / "config.json", {
             "format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, "torch_version": torch.__version__,
             "recipe": self.recipe, "space": self.run.space_spec(), "providers": self.run.providers(), "stats": self.run.stats, "step": self.step,
-            "optimizer": {"param_groups": groups}, "checksums": checksums, "world_size": self.world,
+            "optimizer": {"param_groups": groups}, "checksums": checksums, "world_size": self.world, **extra,
         })
 
     def _load_checkpoint(self) -> None:

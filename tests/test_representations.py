@@ -1,0 +1,135 @@
+"""Two-stage generation: the representation contract, its conformance check, caching, and a run end to end."""
+import json
+
+import pytest
+import torch
+
+from diffkit.recipe import build_run, load_recipe
+from diffkit.representations import PCARepresentation, Representation, RepresentationError, build_representation, fit_representation
+from diffkit.runs import generate, load_run, sample_run
+from diffkit.spaces import EuclideanSpace
+from diffkit.spaces.latent import LatentSpace
+from diffkit.testing import ConformanceError, check_representation, check_space, private_cache
+from diffkit.training.trainer import train
+
+
+def _points(n=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, 3, generator=g)
+    return list(a @ torch.tensor([[3.0, 0.5, 0.0], [0.0, 1.0, 0.2], [0.0, 0.0, 0.1]]) + torch.tensor([1.0, -2.0, 0.5]))
+
+
+def test_pca_keeps_the_contract_and_its_stated_bound():
+    rep = PCARepresentation(EuclideanSpace(3))
+    rep.fit(_points())
+    figures = check_representation(rep, _points(20, seed=1), bound=1e-4, registered_name="pca")
+    assert figures["max_error"] < 1e-4 and figures["code_shape"] == {"x": [3]}
+    codes = torch.stack(rep.encode(_points()))
+    assert torch.allclose(codes.mean(0), torch.zeros(3), atol=1e-4) and torch.allclose(codes.std(0), torch.ones(3), atol=1e-2)  # whitened
+
+
+def test_check_representation_fails_a_lossy_first_stage_and_a_random_one():
+    lossy = PCARepresentation(EuclideanSpace(3), dim=1)  # drops two components: the round trip cannot hold 1e-3
+    lossy.fit(_points())
+    with pytest.raises(ConformanceError, match=r"\[round-trip\]"):
+        check_representation(lossy, _points(20, seed=1), bound=1e-3)
+
+    class Noisy(PCARepresentation):
+        def encode(self, elements):
+            return [c + 1e-3 * torch.randn(c.shape) for c in super().encode(elements)]
+
+    noisy = Noisy(EuclideanSpace(3))
+    noisy.fit(_points())
+    with pytest.raises(ConformanceError, match=r"\[determinism\]"):
+        check_representation(noisy, _points(20, seed=1), bound=1.0)
+
+
+def test_latent_space_keeps_the_space_contract(tmp_path):
+    space = LatentSpace([2, 3, 3])
+    check_space(space, [torch.randn(2, 3, 3), torch.randn(2, 3, 3) * 5], registered_name="latent")
+    assert space.read(space.write([torch.ones(2, 3, 3)], tmp_path)[0])[0][0].sum() == 18
+
+
+def test_recipe_errors_name_the_fix():
+    with pytest.raises(RepresentationError, match="no representation named 'nope'"):
+        build_representation({"name": "nope"}, EuclideanSpace(2))
+    with pytest.raises(RepresentationError, match="unknown key"):
+        build_representation({"name": "pca", "opts": {}}, EuclideanSpace(2))
+    with pytest.raises(RepresentationError, match="do not fit representation 'pca'"):
+        build_representation({"name": "pca", "options": {"width": 3}}, EuclideanSpace(2))
+    with pytest.raises(RepresentationError, match="1..2"):
+        build_representation({"name": "pca", "options": {"dim": 5}}, EuclideanSpace(2))
+
+
+def test_a_fitted_first_stage_is_cached_by_its_configuration(tmp_path):
+    data = {"dataset": "toy", "options": {"n": 400}}
+    with private_cache(tmp_path):
+        first = PCARepresentation(EuclideanSpace(3))
+        report = fit_representation(first, _points(), None, data=data)
+        assert not report["cached"] and len(list((tmp_path / "representations").glob("pca-*.safetensors"))) == 1
+        calls = []
+
+        class Counting(PCARepresentation):
+            def fit(self, elements, labels=None):
+                calls.append(1)
+                return super().fit(elements, labels)
+
+        again = Counting(EuclideanSpace(3))
+        assert fit_representation(again, _points(), None, data=data)["cached"] and not calls  # same config: read, not refitted
+        assert torch.equal(again.mean, first.mean)
+        fit_representation(Counting(EuclideanSpace(3)), _points(), None, data={**data, "options": {"n": 401}})
+        assert calls == [1]  # other data: another key, fitted
+
+
+def _two_stage_recipe():
+    recipe = load_recipe("gmm-quick")
+    recipe["representation"] = {"name": "pca"}
+    recipe["train"].update(steps=3, checkpoint_every=100, log_every=1)
+    recipe["sample"].update(n=16, steps=4)
+    return recipe
+
+
+def test_build_run_diffuses_the_representation_and_generate_decodes(tmp_path):
+    with private_cache(tmp_path):
+        run = build_run(_two_stage_recipe())
+    assert run.representation.name == "pca" and run.data_space.name == "euclidean"
+    codes = torch.stack([x for x in run.encoded.codes])
+    assert torch.allclose(codes.std(0), torch.ones(2), atol=0.05)  # the diffusion sees whitened codes, not the raw ring
+    raw = torch.stack([i[0] if isinstance(i, tuple) else i for i in run.dataset])
+    assert raw.std(0).min() > 1.3  # the data itself is not whitened (the ring has radius 2)
+    items, _, _ = generate(run, 8, steps=2)
+    back = torch.stack(run.representation.encode(items))
+    assert torch.stack(items).shape == (8, 2) and torch.isfinite(back).all()
+
+
+def test_two_stage_run_trains_saves_its_first_stage_and_samples_without_the_cache(tmp_path):
+    with private_cache(tmp_path / "cache"):
+        train(_two_stage_recipe(), tmp_path / "run", progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["representation"]["name"] == "pca" and config["space"]["name"] == "euclidean" and "representation.safetensors" in config["checksums"]
+    assert config["providers"]["representations/pca"] == "diffkit"
+    with private_cache(tmp_path / "empty-cache"):  # sampling reads the weights saved beside the model, not the cache
+        run = load_run(tmp_path / "run")
+        summary = sample_run(tmp_path / "run", n=8, steps=2, progress=False)
+    trained = PCARepresentation(EuclideanSpace(2))
+    from safetensors.torch import load_file
+
+    trained.load_state_dict(load_file(str(tmp_path / "run" / "representation.safetensors")))
+    assert torch.equal(run.representation.mean, trained.mean) and not torch.equal(trained.mean, torch.zeros(2))
+    assert summary["n"] == 8 and any(f.endswith(".safetensors") or f.endswith(".png") for f in summary["files"])
+
+
+def test_a_run_whose_first_stage_weights_are_corrupt_is_refused(tmp_path):
+    from diffkit.training.checkpoint import CheckpointError
+
+    with private_cache(tmp_path / "cache"):
+        train(_two_stage_recipe(), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "representation.safetensors"
+    path.write_bytes(path.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(CheckpointError, match="representation.safetensors does not match its recorded checksum"):
+        load_run(tmp_path / "run")
+
+
+def test_fixed_representation_base_refuses_weights():
+    with pytest.raises(RepresentationError, match="fixed and takes no weights"):
+        Representation().load_state_dict({"w": torch.zeros(1)})
