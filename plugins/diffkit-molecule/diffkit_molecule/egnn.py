@@ -54,22 +54,27 @@ def topological_distance(order: torch.Tensor, mask: torch.Tensor, hops: int = 3)
 
 
 class EGNNLayer(nn.Module):
+    """One layer (equations in the module docstring). ``phi_m`` is a two-layer MLP whose first layer, linear
+    in ``[h_i, h_j, rbf, e_ij]``, is computed as ``A h_i + B h_j + C [rbf, e_ij]`` (the node terms once per
+    node, not once per pair); ``phi_x`` and ``phi_e`` are linear maps of the message ``m_ij``."""
+
     def __init__(self, hidden: int, edge: int, rbf: int):
         super().__init__()
-        self.message = _mlp(2 * hidden + rbf + edge, hidden, hidden)
+        self.msg_i, self.msg_j = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden, bias=False)
+        self.msg_pair = nn.Linear(rbf + edge, hidden, bias=False)
+        self.msg_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.node = _mlp(2 * hidden, hidden, hidden)
-        self.coord = _mlp(hidden, hidden, 1)
-        nn.init.zeros_(self.coord[-1].weight)
-        nn.init.zeros_(self.coord[-1].bias)
-        self.edge = _mlp(hidden, hidden, edge)
+        self.coord = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.coord.weight)
+        nn.init.zeros_(self.coord.bias)
+        self.edge = nn.Linear(hidden, edge)
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, h, x, e, pair, count, rbf_fn):
         diff = x[:, :, None, :] - x[:, None, :, :]                         # B×n×n×3, x_i - x_j
         dist = diff.pow(2).sum(-1).clamp_min(1e-12).sqrt()
-        n = h.shape[1]
-        hi, hj = h[:, :, None, :].expand(-1, -1, n, -1), h[:, None, :, :].expand(-1, n, -1, -1)
-        m = self.message(torch.cat([hi, hj, rbf_fn(dist), e], -1)) * pair[..., None]
+        pre = self.msg_i(h)[:, :, None, :] + self.msg_j(h)[:, None, :, :] + self.msg_pair(torch.cat([rbf_fn(dist), e], -1))
+        m = self.msg_out(pre) * pair[..., None]
         h = self.norm(h + self.node(torch.cat([h, m.sum(2) / count], -1)))
         x = x + (diff / (dist[..., None] + 1.0) * self.coord(m) * pair[..., None]).sum(2) / count
         u = self.edge(m)

@@ -93,6 +93,11 @@ class Molecule3DSpace(MoleculeSpace):
         state["charges"] = charges
         return self._pad(state) if self.pad_to_max else state
 
+    def train_transform(self, state: State, generator=None) -> State:
+        """A training batch drawn from the collated dataset (padded to its largest molecule overall) is cut to
+        the largest molecule of the batch: the same values, fewer padded pairs to compute."""
+        return crop_to_largest(state)
+
     def _pad(self, state: State) -> State:
         """Pad every field to ``max_atoms`` nodes (padded pairs hold the 'none' bond)."""
         n = state["mask"].shape[1]
@@ -218,6 +223,20 @@ class Molecule3DSpace(MoleculeSpace):
             except SpaceError as exc:
                 failures.append({"item": where, "reason": str(exc)})
         return items, failures
+
+
+def crop_to_largest(state: State) -> State:
+    """``state`` without the padded node slots that no graph of the batch uses (node fields on axis 1, pair fields on axes 1 and 2)."""
+    n = int(state["mask"].sum(1).max().item()) if state["mask"].numel() else 0
+    if n >= state["mask"].shape[1]:
+        return state
+    out = State(state)
+    for name, value in state.items():
+        if name == "bonds":
+            out[name] = value[:, :n, :n]
+        else:
+            out[name] = value[:, :n]
+    return out
 
 
 def Chem_remove_hs(mol):

@@ -137,3 +137,14 @@ def test_bad_files_are_counted_and_skipped(tmp_path):
     items, failures = space.read(tmp_path / "mixed.sdf")
     assert len(items) == 1 and len(failures) == 1 and "explicit hydrogens" in failures[0]["reason"]
     assert items[0]["pos"].abs().sum() > 0
+
+
+def test_training_batches_are_cut_to_their_largest_molecule(qm9_3d_small):
+    data = qm9_3d_small["train"]
+    space = ConformerSpace()
+    items = [data[i] for i in range(4)]
+    state = space.collate(items)  # padded to max_atoms
+    cut = space.train_transform(state)
+    n = max(x["atoms"].numel() for x in items)
+    assert cut["pos"].shape[1] == n and cut["bonds"].shape[1:3] == (n, n) and cut["mask"].shape[1] == n
+    assert torch.equal(cut["pos"], state["pos"][:, :n]) and cut["mask"].sum() == state["mask"].sum()

@@ -35,7 +35,7 @@ def _model(space):
     # the coordinate heads start at zero; give them weights so that positions actually move
     with torch.no_grad():
         for layer in model.layers:
-            layer.coord[-1].weight.normal_(0, 0.3)
+            layer.coord.weight.normal_(0, 0.3)
     return model
 
 
