@@ -78,26 +78,33 @@ def smiles_of(mol) -> str:
     return chem.canonical(chem.Chem.RemoveHs(mol))
 
 
+def _n_total(ctx) -> int | None:
+    """All samples, unreadable ones included (``diffkit eval`` reading a file with bad records)."""
+    extras = getattr(ctx, "extras", None)
+    return extras.get("n_total") if isinstance(extras, dict) else None
+
+
 def _parts(items, space) -> list[tuple]:
     return [space.parts(x) for x in items]
 
 
 # --- figures ------------------------------------------------------------------------------------------
-def stability_figures(molecules: Sequence[tuple]) -> dict:
-    """``molecules``: ``(symbols, charges, bonds, pos)``. See :func:`stability_metric`."""
+def stability_figures(molecules: Sequence[tuple], n_total: int | None = None) -> dict:
+    """``molecules``: ``(symbols, charges, bonds, pos)``; ``n_total``: samples including unreadable ones
+    (which count as unstable molecules). See :func:`stability_metric`."""
     atoms_gen = atoms_dist = mols_gen = mols_dist = total = 0
     for symbols, charges, bonds, pos in molecules:
         gen = stable_atoms(symbols, charges, bonds)
         dist = stable_atoms(symbols, [0] * len(symbols), bonds_from_distances(symbols, pos))
         atoms_gen, atoms_dist, total = atoms_gen + sum(gen), atoms_dist + sum(dist), total + len(symbols)
         mols_gen, mols_dist = mols_gen + all(gen), mols_dist + all(dist)
-    n, total = max(len(molecules), 1), max(total, 1)
+    n, total = max(len(molecules), int(n_total or 0), 1), max(total, 1)
     return {"atom_stability": atoms_gen / total, "molecule_stability": mols_gen / n,
             "atom_stability_distances": atoms_dist / total, "molecule_stability_distances": mols_dist / n}
 
 
-def validity_figures(molecules: Sequence[tuple]) -> dict:
-    """See :func:`validity_metric`."""
+def validity_figures(molecules: Sequence[tuple], n_total: int | None = None) -> dict:
+    """See :func:`validity_metric`; ``n_total`` counts unreadable samples too (as invalid)."""
     whole, largest, distances, connected, smiles = 0, 0, 0, 0, []
     for symbols, charges, bonds, pos in molecules:
         mol = valid_molecule(symbols, charges, bonds)
@@ -108,7 +115,7 @@ def validity_figures(molecules: Sequence[tuple]) -> dict:
         inferred = bonds_from_distances(symbols, pos)
         distances += valid_molecule(symbols, [0] * len(symbols), inferred, largest_fragment=True) is not None
         connected += chem.is_connected(bonds)
-    n = max(len(molecules), 1)
+    n = max(len(molecules), int(n_total or 0), 1)
     return {"validity": whole / n, "validity_largest_fragment": largest / n, "validity_distances": distances / n,
             "connected": connected / n, "uniqueness": len(set(smiles)) / len(smiles) if smiles else 0.0}
 
@@ -177,7 +184,7 @@ def stability_metric(ctx, **_) -> dict:
     N⁻ 2, O⁻ 1, C⁻ 3); ``atom_stability_distances`` / ``molecule_stability_distances``: the same with bonds
     inferred from interatomic distances and every atom neutral (EDM's protocol: triple / double / single
     below the typical length + 0.03 / 0.05 / 0.10 Å, :data:`BOND_LENGTHS`)."""
-    return stability_figures(_parts(ctx.generated, ctx.space))
+    return stability_figures(_parts(ctx.generated, ctx.space), _n_total(ctx))
 
 
 def validity_metric(ctx, **_) -> dict:
@@ -186,8 +193,9 @@ def validity_metric(ctx, **_) -> dict:
     ``validity_largest_fragment``: the same judged on the largest fragment only (MiDi's figure);
     ``validity_distances``: the largest fragment of the molecule with bonds inferred from distances, neutral
     (EDM's figure); ``connected``: fraction whose generated bond graph is one component; ``uniqueness``:
-    distinct canonical heavy-atom SMILES among the valid (whole-molecule) samples / valid samples."""
-    return validity_figures(_parts(ctx.generated, ctx.space))
+    distinct canonical heavy-atom SMILES among the valid (whole-molecule) samples / valid samples. Samples
+    that could not be read (``diffkit eval`` on a file) count as invalid and unstable in every fraction."""
+    return validity_figures(_parts(ctx.generated, ctx.space), _n_total(ctx))
 
 
 def distribution_metric(ctx, max_reference: int | None = 5000, **_) -> dict:

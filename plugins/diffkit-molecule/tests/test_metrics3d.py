@@ -93,6 +93,9 @@ def test_validity_radicals_fragments_and_uniqueness():
     assert f["validity"] == 0.75 and f["connected"] == 0.5
     assert math.isclose(f["uniqueness"], 2 / 3)  # ethanol twice, methane.water once
     assert f["validity_largest_fragment"] == 0.75
+    # two unreadable samples more (diffkit eval on a file with bad records) count as invalid
+    assert validity_figures([ethanol, ethanol, (s, c, broken, p), pair], n_total=6)["validity"] == 0.5
+    assert stability_figures([ethanol], n_total=4)["molecule_stability"] == 0.25
     # a lone hydrogen next to a radical: the largest fragment (ethanol minus H) has a radical, so it stays invalid
     assert valid_molecule(s, c, broken, largest_fragment=True) is None
 
