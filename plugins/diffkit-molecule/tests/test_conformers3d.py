@@ -118,3 +118,12 @@ def test_de_novo_recipe_writes_files_and_figures(tmp_path, molecule_cache):
     assert json.loads((run / "samples" / "metrics.json").read_text())["n"] == 6
     # --reference needs conditioning fields: the de novo space has none
     assert cli(["sample", str(run), "--reference", str(run / "samples" / "samples.sdf"), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("name,fields", [("qm9-3d", {"atoms", "charges", "bonds", "pos"}), ("qm9-3d-cpu", {"atoms", "charges", "bonds", "pos"}),
+                                         ("qm9-conformers", {"pos"}), ("qm9-conformers-cpu", {"pos"})])
+def test_recipes_load(name, fields):
+    recipe = load_recipe(name)
+    assert recipe["name"] == name and set(recipe["diffusion"]) == fields
+    assert recipe["model"]["backbone"] == "egnn" and recipe["diffusion"]["pos"]["process"] == "zero-com-gaussian"
+    assert recipe["sample"]["steps"] <= 100 and recipe["eval"]["reference"] == "test"
