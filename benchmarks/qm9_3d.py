@@ -13,8 +13,10 @@ PNG drawn from the 3-D coordinates, under OUT/samples-*):
   MiDi's; bonds from distances, EDM's), RDKit validity (whole molecule, largest fragment, from
   distances), connectivity, uniqueness, and the distances between generated and test distributions of
   atom types, charges, bond lengths and bond angles; sampling rate;
-- the same figures for ``n`` test molecules themselves (the data's own score under each protocol: the
-  ceiling a perfect generator reaches, and a check of the metrics).
+- the same figures for the first ``n`` test molecules themselves (the data's own score under each
+  protocol: the ceiling a perfect generator reaches, and a check of the metrics; these molecules are
+  also among the 5,000 reference molecules of the distribution distances, so their distances there are
+  a lower bound of the two-sample floor).
 
 Definitions: ``diffkit eval --definitions`` and docs/metrics.md.
 """
