@@ -23,15 +23,31 @@ def heavy_molecule(symbols, charges, bonds, pos):
     return Chem.RemoveHs(ok if ok is not None else mol, sanitize=False)
 
 
+def kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
+    """RMSD between two point sets in the same atom order after optimal rotation and translation (Kabsch):
+    ``min_R sqrt(mean_i |R a_i' - b_i'|^2)`` over rotations ``R`` (det +1), with ``a'``, ``b'`` centred."""
+    a, b = a - a.mean(0), b - b.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, 1.0, d]) @ vt
+    return float(np.sqrt(((a @ rot - b) ** 2).sum(1).mean()))
+
+
 def best_rmsd(probe: tuple, reference: tuple) -> float:
     """Symmetry-aware heavy-atom RMSD (Å) after optimal alignment between two geometries of one graph;
-    each argument is ``(symbols, charges, bonds, pos)``."""
+    each argument is ``(symbols, charges, bonds, pos)``. Where RDKit's ``GetBestRMS`` cannot align (degenerate
+    geometries, such as every atom at one point), the Kabsch RMSD in the given atom order is returned
+    instead (an upper bound of the symmetry-aware value)."""
     from rdkit.Chem import rdMolAlign
 
     p, r = heavy_molecule(*probe), heavy_molecule(*reference)
     if p.GetNumAtoms() == 1:
         return 0.0
-    return float(rdMolAlign.GetBestRMS(p, r))
+    try:
+        return float(rdMolAlign.GetBestRMS(p, r))
+    except Exception:  # noqa: BLE001 - RDKit raises on degenerate alignments
+        heavy = [i for i, s in enumerate(probe[0]) if s != "H"]
+        return kabsch_rmsd(np.asarray(probe[3], dtype=np.float64)[heavy], np.asarray(reference[3], dtype=np.float64)[heavy])
 
 
 def etkdg_positions(symbols, charges, bonds, k: int = 1, seed: int = 0, mmff: bool = False) -> list[np.ndarray]:
@@ -55,21 +71,23 @@ def etkdg_positions(symbols, charges, bonds, k: int = 1, seed: int = 0, mmff: bo
 
 
 def rmsd_figures(rmsds: Sequence[float], threshold: float = 0.5, failed: int = 0) -> dict:
-    """``rmsd_median``, ``rmsd_mean`` and ``coverage`` (fraction under ``threshold`` Å) over molecules;
-    failures count as misses in the coverage and as infinite in the median."""
-    values = np.array(list(rmsds) + [np.inf] * int(failed), dtype=np.float64)
+    """``rmsd_median``, ``rmsd_mean`` over the molecules with an RMSD, ``coverage`` (fraction of all molecules,
+    failures included as misses, under ``threshold`` Å) and ``failed`` (molecules without a conformer or an RMSD)."""
+    values = np.array([v for v in rmsds if np.isfinite(v)], dtype=np.float64)
+    failed = int(failed) + (len(list(rmsds)) - values.size)
+    total = values.size + failed
     if values.size == 0:
-        return {"rmsd_median": float("nan"), "rmsd_mean": float("nan"), "coverage": 0.0, "failed": int(failed)}
-    finite = values[np.isfinite(values)]
-    return {"rmsd_median": float(np.median(values)), "rmsd_mean": float(finite.mean()) if finite.size else float("nan"),
-            "coverage": float((values < threshold).mean()), "failed": int(failed)}
+        return {"rmsd_median": float("nan"), "rmsd_mean": float("nan"), "coverage": 0.0, "failed": failed}
+    return {"rmsd_median": float(np.median(values)), "rmsd_mean": float(values.mean()),
+            "coverage": float((values < threshold).sum() / total), "failed": failed}
 
 
 def conformer_rmsd_metric(ctx, threshold: float = 0.5, **_) -> dict:
     """``rmsd_median``, ``rmsd_mean`` (Å) and ``coverage`` (fraction under ``threshold`` = 0.5 Å): the heavy-atom
     RMSD of generated conformer ``i`` to the geometry of reference molecule ``i`` (the one it was conditioned
     on; the DFT geometry for QM9), after optimal alignment and minimised over the graph's symmetries
-    (RDKit ``GetBestRMS``). ``failed``: samples whose RMSD could not be computed (counted as misses)."""
+    (RDKit ``GetBestRMS``; the plain Kabsch RMSD where it cannot align). Median and mean are over samples with an
+    RMSD; ``failed``: samples without one (non-finite positions), counted as misses in the coverage."""
     space = ctx.space
     if len(ctx.reference) < len(ctx.generated):
         raise ValueError(f"conformer-rmsd pairs sample i with reference molecule i, but there are {len(ctx.generated)} samples and {len(ctx.reference)} reference molecules")

@@ -98,8 +98,8 @@ class Molecule3DSpace(MoleculeSpace):
         the largest molecule of the batch: the same values, fewer padded pairs to compute."""
         return crop_to_largest(state)
 
-    def _pad(self, state: State) -> State:
-        """Pad every field to ``max_atoms`` nodes (padded pairs hold the 'none' bond)."""
+    def _pad(self, state: State, none_bonds: bool = True) -> State:
+        """Pad every field to ``max_atoms`` nodes (padded pairs hold the 'none' bond, or zeros for a template)."""
         n = state["mask"].shape[1]
         extra = self.max_atoms - n
         if extra <= 0:
@@ -109,7 +109,8 @@ class Molecule3DSpace(MoleculeSpace):
             out[name] = F.pad(state[name], (0, 0, 0, extra))
         out["mask"] = F.pad(state["mask"], (0, extra))
         bonds = F.pad(state["bonds"], (0, 0, 0, extra, 0, extra))
-        bonds[..., 0] = torch.where(bonds.sum(-1) == 0, torch.ones_like(bonds[..., 0]), bonds[..., 0])
+        if none_bonds:
+            bonds[..., 0] = torch.where(bonds.sum(-1) == 0, torch.ones_like(bonds[..., 0]), bonds[..., 0])
         out["bonds"] = bonds
         return out
 
@@ -125,7 +126,7 @@ class Molecule3DSpace(MoleculeSpace):
     def template(self, batch_size: int, stats=None, generator=None, sizes=None) -> State:
         state = super().template(batch_size, stats, generator, sizes)
         state["charges"] = torch.zeros(*state["mask"].shape, len(self.charge_values))
-        return self._pad(state) if self.pad_to_max else state
+        return self._pad(state, none_bonds=False) if self.pad_to_max else state
 
     def fit(self, items: Sequence[Any]) -> dict:
         """Graph sizes, atom/bond frequencies (the core's) and formal-charge frequencies over atoms."""
