@@ -62,6 +62,7 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", default=None, help="output directory (default RUN/samples, or ./NAME-samples for a shipped model)")
     s.add_argument("--no-metrics", action="store_true", help="skip the recipe's metrics")
+    s.add_argument("--reference", default=None, help="file of elements to condition on (e.g. molecules.smi for conformers); --n samples are drawn per element")
     s.add_argument("--quiet", action="store_true")
 
     s = sub.add_parser("pretrained", help="list the trained models shipped with the installed distributions")
@@ -127,7 +128,11 @@ def _cmd_sample(args) -> int:
     from diffkit.runs import sample_run
 
     summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed, out=args.out,
-                         device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=args.schedule)
+                         device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=args.schedule, reference=args.reference)
+    read = summary.get("reference")
+    if read and read["skipped"]:
+        first = read["failures"][0]
+        print(f"diffkit sample: skipped {read['skipped']} of {read['read'] + read['skipped']} reference elements (first: {first['item']}: {first['reason']})", file=sys.stderr)
     print(json.dumps(summary))
     return 0
 

@@ -16,7 +16,7 @@ from diffkit.denoiser import guided
 from diffkit.evaluation import EvalContext, run_metrics, split_items
 from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
 from diffkit.registry import KINDS, SINGULAR, RegistryError, names
-from diffkit.state import State
+from diffkit.state import MASK_FIELDS, State
 from diffkit.training.checkpoint import CheckpointError, atomic_write_json, load_tensors, read_config, unprefixed
 
 
@@ -73,7 +73,13 @@ def reference_conditioning(run: Run, n: int, split: str | None = None) -> tuple[
         raise RecipeError(f"space {run.space.name!r} is conditioned on {fields} from split {split!r}, one sample per element, but n={n} exceeds its {len(items)} elements; lower n")
     codes = items[:n] if run.representation is None else run.representation.encode(items[:n])  # a two-stage run conditions on codes
     state = run.space.collate(codes)
-    return State({k: state[k] for k in fields}), (None if labels is None else labels[:n]), items[:n]
+    return conditioning_state(state, fields), (None if labels is None else labels[:n]), items[:n]
+
+
+def conditioning_state(state: State, fields: list[str]) -> State:
+    """The conditioning fields of a collated State, with its node mask when it has one (variable-size
+    elements: the reference element then fixes the size of the sample conditioned on it)."""
+    return State({k: state[k] for k in list(fields) + [m for m in MASK_FIELDS if m in state]})
 
 
 def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None, schedule: str | None = None,
@@ -116,8 +122,9 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
         fn = guided(run.denoiser, cond, guidance)
         counted = _CountingDenoiser(fn)
         template = run.space.template(b, run.stats, generator).to(device)
-        for k in fields:
-            template[k] = conditioning[k][start:start + b].to(device)
+        if fields:  # a mask in the conditioning fixes each sample's size
+            for k in fields + [m for m in MASK_FIELDS if m in conditioning]:
+                template[k] = conditioning[k][start:start + b].to(device)
         out = run_sampler(counted, template, sampler=sampler, steps=steps, schedule=schedule, generator=generator, **opts)
         nfe, evaluations = counted.calls, evaluations + counted.calls
         items.extend(run.to_data(run.space.decode(out)))  # a two-stage run decodes its codes back to data
@@ -165,9 +172,15 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
 
 
 def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-               seed: int = 0, out: str | Path | None = None, device: str = "cpu", progress: bool = True, evaluate_metrics: bool = True, schedule: str | None = None) -> dict:
+               seed: int = 0, out: str | Path | None = None, device: str = "cpu", progress: bool = True, evaluate_metrics: bool = True, schedule: str | None = None,
+               reference: str | Path | None = None) -> dict:
     """``diffkit sample``: load a run (a directory, or a shipped model's name), draw samples, write them and (when the
-    recipe names metrics) metrics.json. Samples go to ``RUN_DIR/samples``, or ``./NAME-samples`` for a shipped model."""
+    recipe names metrics) metrics.json. Samples go to ``RUN_DIR/samples``, or ``./NAME-samples`` for a shipped model.
+
+    ``reference``: a file of elements to condition on (read by the space's ``read``, e.g. a SMILES file or an
+    SDF for conformers), instead of the recipe's reference split; ``n`` samples are drawn for each element,
+    elements that cannot be read are counted and skipped (summary under ``reference``), and no metrics are
+    computed (the file carries no ground truth)."""
     from diffkit.pretrained import resolve, verify
 
     run_dir, shipped = resolve(run_dir)
@@ -176,7 +189,11 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     run = load_run(run_dir, device=device)
     n = int(n or run.recipe["sample"]["n"])
     conditioning = cond_labels = cond_items = None
-    if conditioning_fields(run.space):  # conditioned on reference elements: written beside the samples, in reference/
+    read_summary = None
+    if reference is not None:
+        conditioning, cond_labels, cond_items, read_summary = file_conditioning(run, reference, n)
+        n, evaluate_metrics = len(cond_items), False
+    elif conditioning_fields(run.space):  # conditioned on reference elements: written beside the samples, in reference/
         conditioning, cond_labels, cond_items = reference_conditioning(run, n)
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
@@ -188,15 +205,40 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         reference, _ = split_items(run.split(run.reference_split))
     title = f"{run.recipe['name']}: {timing['sampler']}, {timing['nfe']} evaluations"
     paths = run.data_space.write(items, out, labels=labels, reference=None if reference is None else reference[:len(items)], title=title)
-    if cond_items is not None:
+    if cond_items is not None and read_summary is None:  # a reference file's elements are the user's own input: not written again
         paths += run.data_space.write([run.data_space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
     summary = {"recipe": run.recipe["name"], "n": n, "seed": seed, **timing, "files": [str(p) for p in paths]}
     if shipped:
         summary["shipped_model"] = shipped
+    if read_summary is not None:
+        summary["reference"] = read_summary
     if names and evaluate_metrics:
         summary["metrics"] = evaluate(run, items, labels, out_dir=out)
         atomic_write_json(out / "metrics.json", summary)
     return summary
+
+
+def file_conditioning(run: Run, path: str | Path, per_element: int) -> tuple[State, list, list, dict]:
+    """Conditioning for ``per_element`` samples of each element read from ``path`` by the space's ``read``:
+    ``(conditioning, labels = element index of each sample, repeated elements, read summary)``. Elements that
+    cannot be read are counted and skipped; none readable is a one-line error."""
+    fields = conditioning_fields(run.space)
+    path = Path(path)
+    if not fields:
+        raise ValueError(f"--reference gives elements to condition on, but space {run.space.name!r} has no conditioning fields; drop --reference")
+    if not hasattr(run.space, "read"):
+        raise ValueError(f"space {run.space.name!r} cannot read {path}; it has no read()")
+    if not path.exists():
+        raise FileNotFoundError(f"reference file {path} does not exist; pass a file the {run.space.name} space reads")
+    elements, failures = run.space.read(path)
+    summary = {"path": str(path), "read": len(elements), "skipped": len(failures), "failures": failures[:10]}
+    if not elements:
+        first = f"; first: {failures[0]['item']}: {failures[0]['reason']}" if failures else ""
+        raise ValueError(f"no usable element in {path} ({len(failures)} skipped{first})")
+    per_element = max(int(per_element), 1)
+    items = [e for e in elements for _ in range(per_element)]
+    labels = [i for i in range(len(elements)) for _ in range(per_element)]
+    return conditioning_state(run.space.collate(items), fields), labels, items, summary
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
