@@ -129,3 +129,22 @@ def unequal_weights(weights=(0.80, 0.12, 0.05, 0.02, 0.008, 0.002), radius: floa
 
 HARD_MIXTURES = {"narrow-ring-2d": narrow_ring, "anisotropic-32d": anisotropic, "unequal-2d": unequal_weights}
 """The benchmark's hard cases by name (constructors with their default sizes)."""
+
+
+class AnalyticVelocityBackbone(torch.nn.Module):
+    """A backbone answering the exact velocity of a mixture under a Gaussian path (``alpha = a``, ``sigma = b``):
+    ``u = a' x0 + b' (x - a x0)/b`` with ``x0 = E[x_0 | x_t = x]`` and the rates of ``path.rates``; for the
+    linear path this is :func:`linear_path_velocity`. Read it with the ``velocity`` parameterisation."""
+
+    def __init__(self, mixture, path, field: str = "x"):
+        super().__init__()
+        self.mixture, self.path, self.field = mixture, path, field
+        self.dummy = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def forward(self, state, t: torch.Tensor, cond=None) -> dict:
+        x = state[self.field]
+        t = t.double()
+        a, b = self.path.alpha(t).reshape(-1, 1), self.path.sigma(t).reshape(-1, 1)
+        da, db = (r.reshape(-1, 1) for r in self.path.rates(t))
+        x0 = self.mixture.posterior_mean(x, a, b).double()
+        return {self.field: (da * x0 + db * (x.double() - a * x0) / b).to(x.dtype)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from diffkit.processes.base import FieldProcess
 from diffkit.processes.categorical import CategoricalProcess, absorbing, marginal, uniform
 from diffkit.processes.composite import Diffusion
+from diffkit.processes.flow import CosineFlow, FlowPath, LinearFlow, VPFlow
 from diffkit.processes.gaussian import EDM, VE, GaussianProcess, VPCosine, VPLinear, ZeroCoMGaussian, _zero_com_from_config
 from diffkit.spaces.base import FieldSpec
 
@@ -29,6 +30,9 @@ vp_linear = _gaussian(VPLinear)
 vp_cosine = _gaussian(VPCosine)
 ve = _gaussian(VE)
 edm = _gaussian(EDM)
+flow_linear = _gaussian(LinearFlow)
+flow_cosine = _gaussian(CosineFlow)
+flow_vp = _gaussian(VPFlow)
 
 
 def zero_com_gaussian(field: FieldSpec | None = None, **options) -> ZeroCoMGaussian:
@@ -50,6 +54,6 @@ categorical_absorbing = _categorical(absorbing)
 categorical_marginal = _categorical(marginal)
 
 __all__ = [
-    "CategoricalProcess", "Diffusion", "EDM", "FieldProcess", "GaussianProcess", "VE", "VPCosine", "VPLinear", "ZeroCoMGaussian",
-    "categorical_absorbing", "categorical_marginal", "categorical_uniform", "edm", "ve", "vp_cosine", "vp_linear", "zero_com_gaussian",
+    "CategoricalProcess", "CosineFlow", "Diffusion", "EDM", "FieldProcess", "FlowPath", "GaussianProcess", "LinearFlow", "VPFlow", "VE", "VPCosine", "VPLinear", "ZeroCoMGaussian",
+    "categorical_absorbing", "categorical_marginal", "categorical_uniform", "edm", "flow_cosine", "flow_linear", "flow_vp", "ve", "vp_cosine", "vp_linear", "zero_com_gaussian",
 ]
