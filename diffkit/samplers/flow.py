@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from diffkit.processes.discrete_flow import DiscreteFlow
 from diffkit.processes.gaussian import GaussianProcess
 from diffkit.samplers.declaration import sampler
 from diffkit.samplers.driver import Level, drive, lin
@@ -81,4 +82,45 @@ def flow_midpoint(denoiser, state, times, *, generator=None, callback: Callable 
     return drive(flow_midpoint.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback, after=_midpoint)
 
 
-__all__ = ["flow_euler", "flow_midpoint", "path_rates"]
+DISTORTIONS = ("identity", "polydec", "polyinc", "cos")
+
+
+def distort(times, diffusion, kind: str = "identity") -> torch.Tensor:
+    """Time distortion of a grid (DeFoG): with ``u = (t - t_min)/(t_max - t_min)`` in [0, 1] (0 = data),
+    ``polydec`` ``u^2`` (levels crowd towards the data), ``polyinc`` ``1 - (1 - u)^2`` (towards the source),
+    ``cos`` ``(1 - cos(pi u))/2`` (towards both ends); ``identity`` leaves the grid. Monotone, so the grid still decreases."""
+    times = torch.as_tensor(times, dtype=torch.float64)
+    if kind == "identity":
+        return times
+    lo, hi = float(diffusion.t_min), float(diffusion.t_max)
+    u = ((times - lo) / (hi - lo)).clamp(0, 1)
+    if kind == "polydec":
+        u = u**2
+    elif kind == "polyinc":
+        u = 1 - (1 - u) ** 2
+    elif kind == "cos":
+        u = 0.5 * (1 - torch.cos(torch.pi * u))
+    else:
+        raise ValueError(f"unknown time distortion {kind!r}; use one of {DISTORTIONS}")
+    return lo + (hi - lo) * u
+
+
+@sampler("dfm-euler", updates=(DiscreteFlow, GaussianProcess))
+def dfm_euler(denoiser, state, times, *, eta: float | None = None, target_guidance: float | None = None, distortion: str = "identity",
+              generator=None, callback: Callable | None = None):
+    """Discrete flow matching's Euler sampler: every :class:`DiscreteFlow` field takes one Euler step of its
+    continuous-time Markov chain (``DiscreteFlow.jump_probs``; ``eta``: stochasticity, ``target_guidance``: DeFoG's
+    omega, both defaulting to the process's own), and every Gaussian field one Euler step of its flow in ``t``
+    (as ``flow-euler``), all on one grid, optionally distorted (:func:`distort`). Other families take their own step."""
+    times = distort(times, denoiser.diffusion, distortion)
+
+    def update(lv: Level, name: str) -> torch.Tensor:
+        proc = lv.diffusion.processes[name]
+        if isinstance(proc, DiscreteFlow):
+            return proc.step(lv.x[name], lv.pred[name], lv.t, lv.s, lv.generator, lv.diffusion.mask_for(lv.x, name), eta=eta, target_guidance=target_guidance)
+        return _euler_update(lv, name)
+
+    return drive(dfm_euler.spec, denoiser, state, times, update, generator=generator, callback=callback)
+
+
+__all__ = ["DISTORTIONS", "dfm_euler", "distort", "flow_euler", "flow_midpoint", "path_rates"]
