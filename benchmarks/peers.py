@@ -20,7 +20,13 @@ Protocol (one run, everything side by side):
 * Same sample size, same standard-normal draw scaled to each library's prior, same target draws.
 * Quality: sliced Wasserstein-2 (diffkit.metrics.sliced_wasserstein, 256 directions) to fresh target draws,
   beside the floor: SW2 between two independent target draws of the same size (what a perfect sampler scores).
-  Mean over ``--seeds`` seeds (each seed: new prior draw, new target draws).
+  Mean over ``--seeds`` seeds (each seed: new prior draw, new target draws). Beside it the coupled error
+  (diffkit.oracle_mixtures.coupled_error): each sample's RMS distance to the converged flow from the same prior
+  draw, which separates samplers where SW2 sits at its floor.
+* Budgets: NFE 5, 10, 20, 50 by default (5 is a first-class budget); mixtures: the 2-D ring, a 16-D mixture and
+  the hard cases of diffkit.oracle_mixtures (narrow components, anisotropic 32-D components, very unequal weights).
+* Flow matching: diffkit on the linear path (LinearFlow, exact velocity, every ODE sampler plus flow-euler and
+  flow-midpoint) and diffusers' FlowMatchEulerDiscreteScheduler fed the same exact velocity, beside the VP rows.
 * Overhead: the same samplers driven by a free model (it returns a precomputed tensor), interleaved
   repeats, medians; the free model's own per-call time is measured alone and subtracted.
 
@@ -46,7 +52,8 @@ import torch
 from diffkit.denoiser import Denoiser, guided
 from diffkit.metrics import sliced_wasserstein
 from diffkit.oracle import random_mixture, ring
-from diffkit.processes import Diffusion
+from diffkit.oracle_mixtures import HARD_MIXTURES, AnalyticVelocityBackbone, coupled_error, linear_path_velocity
+from diffkit.processes import Diffusion, LinearFlow
 from diffkit.processes.gaussian import GaussianProcess
 from diffkit.samplers import SAMPLERS, make_times, steps_for_nfe
 from diffkit.state import State
@@ -211,13 +218,14 @@ def version(dist: str) -> str | None:
 
 # --- methods: (library, method, config) -> run(noise, nfe, model) -> samples --------------------
 class Method:
-    def __init__(self, library, method, config, steps_for, run, make_model, make_free):
+    def __init__(self, library, method, config, steps_for, run, make_model, make_free, path="vp"):
         self.library, self.method, self.config = library, method, config
         self.steps_for, self.run, self.make_model, self.make_free = steps_for, run, make_model, make_free
+        self.path = path  # "vp": DDPM's linear betas (diffusion); "linear": the rectified-flow path x_t = (1 - t) x0 + t x1
 
     @property
     def label(self):
-        return f"{self.library}:{self.method}/{self.config}"
+        return f"{self.library}:{self.method}/{self.config}" + ("" if self.path == "vp" else f" [{self.path} path]")
 
 
 DIFFKIT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "deis", "unipc")
@@ -247,6 +255,61 @@ def diffkit_methods(proc) -> list[Method]:
             out.append(Method("diffkit", name, schedule, lambda nfe, s=sampler: steps_for_nfe(s, nfe), run,
                               lambda mix, c: diffkit_model(mix, proc, c), make_free))
     return out
+
+
+FLOW_SAMPLERS = ("flow-euler", "flow-midpoint", "ddim", "heun", "dpmpp-2m", "dpmpp-3m", "deis", "unipc")
+
+
+def diffkit_flow_methods() -> list[Method]:
+    """diffkit on the linear path (``LinearFlow``, noise at t = 1, t_max = 0.999) with the exact velocity of the mixture
+    (the ``velocity`` parameterisation): the flow solvers and every ODE sampler of the continuous-time view."""
+    path = LinearFlow()
+    diff = Diffusion({"x": path})
+    sigma_T = float(path.sigma(path.t_max))
+    out = []
+    for name in FLOW_SAMPLERS:
+        sampler = SAMPLERS[name]
+        for schedule in ("uniform", "logsnr", "karras"):
+            def run(noise, steps, model, sampler=sampler, schedule=schedule):
+                return sampler(model, State(x=sigma_T * noise), make_times(diff, steps, schedule))["x"]
+
+            def make_model(mix, counter):
+                backbone = AnalyticVelocityBackbone(mix, path)
+
+                class Counted(torch.nn.Module):
+                    def forward(self, state, t, cond=None):
+                        counter.calls += 1
+                        return backbone(state, t)
+
+                return guided(Denoiser(Counted(), diff, "velocity"))
+
+            out.append(Method("diffkit", name, schedule, lambda nfe, s=sampler: steps_for_nfe(s, nfe), run, make_model, None, path="linear"))
+    return out
+
+
+def diffusers_flow_methods(diffusers) -> list[Method]:
+    """diffusers' FlowMatchEulerDiscreteScheduler (shift 1, 1000 training steps) on the linear path, fed the exact
+    velocity ``x1 - x0`` in its convention (``sigma`` = t, model output = ``noise - x0``)."""
+    cls = getattr(diffusers, "FlowMatchEulerDiscreteScheduler", None)
+    if cls is None:
+        return []
+
+    def run(noise, steps, model):
+        sched = cls(num_train_timesteps=T_TRAIN, shift=1.0)
+        sched.set_timesteps(steps)
+        x = noise.clone()
+        for t in sched.timesteps:
+            x = sched.step(model(x, t), t, x).prev_sample
+        return x
+
+    def make_model(mix, counter):
+        def model(x, timestep):
+            counter.calls += 1
+            return linear_path_velocity(mix, x, float(timestep) / T_TRAIN)
+
+        return model
+
+    return [Method("diffusers", "flow-euler", "FlowMatchEuler", lambda nfe: nfe, run, make_model, None, path="linear")]
 
 
 DIFFUSERS = {  # method -> (scheduler class name, extra config, first-order cost per step)
@@ -331,6 +394,10 @@ def kdiffusion_methods(kd) -> list[Method]:
 
 # --- quality ---------------------------------------------------------------------------------
 def quality(methods, mixtures, nfes, n, seeds, reference_nfe=0) -> tuple[list[dict], dict, dict]:
+    """SW2 to fresh target draws and, when ``reference_nfe`` > 0, the coupled error: RMS distance per coordinate between
+    each sample and the converged flow from the same prior draw (diffkit's DPM-Solver++(3M) on the log-SNR grid at
+    ``reference_nfe`` on the VP process; every library starts from the same standard-normal draw scaled to its prior,
+    which is one point of the same probability-flow ODE in variance-exploding coordinates)."""
     rows, floors, references = [], {}, {}
     for mix_name, mix in mixtures.items():
         targets = [mix.sample(n, torch.Generator().manual_seed(100 + s)) for s in range(seeds)]
@@ -338,10 +405,27 @@ def quality(methods, mixtures, nfes, n, seeds, reference_nfe=0) -> tuple[list[di
         floors[mix_name] = statistics.fmean(floor)
         noises = [torch.randn(n, mix.dim, generator=torch.Generator().manual_seed(7 + s)) for s in range(seeds)]
         print(f"\n{mix_name}: two-sample floor {floors[mix_name]:.4f} (n = {n}, mean of {seeds} seed(s))", flush=True)
+        converged = None
+        if reference_nfe:  # the flow solved to convergence from the same prior draws: what "no discretisation error" scores
+            ref = next(m for m in methods if (m.library, m.method, m.config, m.path) == ("diffkit", "dpmpp-3m", "logsnr", "vp"))
+            converged, sws = [], []
+            for s in range(seeds):
+                counter = Counter()
+                with torch.no_grad():
+                    converged.append(ref.run(noises[s], ref.steps_for(reference_nfe), ref.make_model(mix, counter)).double())
+                sws.append(sliced_wasserstein(converged[-1].float(), targets[s]))
+            references[mix_name] = {"method": f"{ref.label} at NFE {counter.calls}", "sw2": statistics.fmean(sws), "sw2_seeds": sws}
+            flow_ref = next((m for m in methods if (m.library, m.method, m.config, m.path) == ("diffkit", "flow-midpoint", "uniform", "linear")), None)
+            if flow_ref is not None:  # the linear path's own converged flow, against the VP one: the floor of the coupled error for flow rows
+                with torch.no_grad():
+                    dist = [coupled_error(flow_ref.run(noises[s], flow_ref.steps_for(reference_nfe), flow_ref.make_model(mix, Counter())), converged[s]) for s in range(seeds)]
+                references[mix_name]["linear_path_vs_vp_coupled"] = statistics.fmean(dist)
+            print(f"  converged reference ({ref.label}, NFE {counter.calls}): SW2 {references[mix_name]['sw2']:.4f}"
+                  + (f"; the linear path's converged flow is {references[mix_name]['linear_path_vs_vp_coupled']:.2e} from it" if flow_ref else ""), flush=True)
         for m in methods:
             for budget in nfes:
                 steps = m.steps_for(budget)
-                sws, nfe = [], None
+                sws, coupled, nfe = [], [], None
                 t0 = time.perf_counter()
                 for s in range(seeds):
                     counter = Counter()
@@ -350,30 +434,21 @@ def quality(methods, mixtures, nfes, n, seeds, reference_nfe=0) -> tuple[list[di
                         with torch.no_grad():
                             x = m.run(noises[s], steps, model)
                         sw = sliced_wasserstein(x.float(), targets[s])
+                        c = coupled_error(x, converged[s]) if converged is not None else float("nan")
                     except Exception as exc:  # a peer configuration that refuses this step count
                         print(f"  {m.label:38s} NFE<={budget:3d}  failed: {type(exc).__name__}: {exc}", flush=True)
-                        sw = float("nan")
-                    if not math.isfinite(sw):
-                        sw = float("nan")
-                    sws.append(sw)
+                        sw = c = float("nan")
+                    sws.append(sw if math.isfinite(sw) else float("nan"))
+                    coupled.append(c if math.isfinite(c) else float("nan"))
                     nfe = counter.calls
-                row = {"mixture": mix_name, "library": m.library, "method": m.method, "config": m.config, "budget": budget, "steps": steps,
+                row = {"mixture": mix_name, "library": m.library, "method": m.method, "config": m.config, "path": m.path, "budget": budget, "steps": steps,
                        "nfe": nfe, "sw2": statistics.fmean(sws), "sw2_seeds": sws, "sw2_std": statistics.pstdev(sws) if seeds > 1 else 0.0,
-                       "floor": floors[mix_name], "seconds": time.perf_counter() - t0}
+                       "coupled": statistics.fmean(coupled), "coupled_seeds": coupled, "floor": floors[mix_name], "seconds": time.perf_counter() - t0}
                 if nfe is not None and nfe > budget:
                     row["note"] = f"used {nfe} evaluations for a budget of {budget}"
                 rows.append(row)
-                print(f"  {m.label:38s} NFE {nfe!s:>3s}/{budget:<3d} SW2 {row['sw2']:.4f} ± {row['sw2_std']:.4f}  ({row['sw2'] / floors[mix_name]:.2f}x floor)", flush=True)
-        if reference_nfe:  # the flow solved to convergence from the same prior draws: what "no discretisation error" scores
-            ref = next(m for m in methods if (m.library, m.method, m.config) == ("diffkit", "dpmpp-3m", "logsnr"))
-            sws = []
-            for s in range(seeds):
-                counter = Counter()
-                with torch.no_grad():
-                    x = ref.run(noises[s], ref.steps_for(reference_nfe), ref.make_model(mix, counter))
-                sws.append(sliced_wasserstein(x.float(), targets[s]))
-            references[mix_name] = {"method": f"{ref.label} at NFE {counter.calls}", "sw2": statistics.fmean(sws), "sw2_seeds": sws}
-            print(f"  converged reference ({ref.label}, NFE {counter.calls}): SW2 {references[mix_name]['sw2']:.4f}", flush=True)
+                print(f"  {m.label:52s} NFE {nfe!s:>3s}/{budget:<3d} SW2 {row['sw2']:.4f} ± {row['sw2_std']:.4f}  ({row['sw2'] / floors[mix_name]:.2f}x floor)"
+                      f"  coupled {row['coupled']:.2e}", flush=True)
     return rows, floors, references
 
 
@@ -388,7 +463,7 @@ OVERHEAD_METHODS = {("diffkit", "ddim", "uniform"), ("diffkit", "euler", "karras
 
 def overhead(methods, shapes, budget, repeats) -> list[dict]:
     """Seconds per step of each sampler driven by a free model; the free model's own time is subtracted."""
-    chosen = [m for m in methods if (m.library, m.method, m.config) in OVERHEAD_METHODS]
+    chosen = [m for m in methods if (m.library, m.method, m.config) in OVERHEAD_METHODS and m.path == "vp"]
     rows = []
     for shape in shapes:
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(11))
@@ -432,35 +507,39 @@ def overhead(methods, shapes, budget, repeats) -> list[dict]:
 
 
 # --- reporting -------------------------------------------------------------------------------
-def best_per_library(rows, mixture, budget):
+def best_per_library(rows, mixture, budget, path="vp", metric="sw2"):
+    """Per library, its row with the least ``metric`` on ``mixture`` at ``budget`` on ``path``."""
     best = {}
     for r in rows:
-        if r["mixture"] == mixture and r["budget"] == budget and math.isfinite(r["sw2"]):
-            if r["library"] not in best or r["sw2"] < best[r["library"]]["sw2"]:
+        if r["mixture"] == mixture and r["budget"] == budget and r.get("path", "vp") == path and math.isfinite(r[metric]):
+            if r["library"] not in best or r[metric] < best[r["library"]][metric]:
                 best[r["library"]] = r
     return best
 
 
 def verdicts(rows, over, mixtures, floors) -> list[dict]:
-    """Targets: at NFE 10 and 20, diffkit's best row against the best peer row (paired over seeds: both ran
-    from the same prior draws and were scored against the same target draws); per-step overhead ratio."""
+    """Targets: at NFE 5, 10 and 20, diffkit's best row against the best peer row on the VP process (paired over seeds:
+    both ran from the same prior draws and were scored against the same target draws), by SW2 and by the coupled
+    error; per-step overhead ratio."""
     out = []
     for mix in mixtures:
-        for budget in (10, 20):
-            best = best_per_library(rows, mix, budget)
-            peers = {k: v for k, v in best.items() if k != "diffkit"}
-            if "diffkit" not in best or not peers:
-                continue
-            bp = min(peers.values(), key=lambda r: r["sw2"])
-            dk = best["diffkit"]
-            diffs = [a - b for a, b in zip(dk["sw2_seeds"], bp["sw2_seeds"])]
-            mean = statistics.fmean(diffs)
-            se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
-            status = "ahead" if mean < -2 * se else ("behind" if mean > 2 * se else "tie")
-            out.append({"target": f"quality {mix} NFE {budget}", "diffkit": f"{dk['method']}/{dk['config']} {dk['sw2']:.4f}",
-                        "best_peer": f"{bp['library']}:{bp['method']}/{bp['config']} {bp['sw2']:.4f}", "floor": floors[mix],
-                        "paired_difference": mean, "paired_se": se, "met": mean <= 0,
-                        "status": f"{status} (diffkit - peer = {mean:+.4f} ± {se:.4f} s.e. over {len(diffs)} seeds)"})
+        for budget in (5, 10, 20):
+            for metric in ("sw2", "coupled"):
+                best = best_per_library(rows, mix, budget, metric=metric)
+                peers = {k: v for k, v in best.items() if k != "diffkit"}
+                if "diffkit" not in best or not peers:
+                    continue
+                bp = min(peers.values(), key=lambda r: r[metric])
+                dk = best["diffkit"]
+                diffs = [a - b for a, b in zip(dk[f"{metric}_seeds"], bp[f"{metric}_seeds"])]
+                mean = statistics.fmean(diffs)
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+                status = "ahead" if mean < -2 * se else ("behind" if mean > 2 * se else "tie")
+                fmt = ".4f" if metric == "sw2" else ".2e"
+                out.append({"target": f"{'SW2' if metric == 'sw2' else 'coupled error'} {mix} NFE {budget}", "diffkit": f"{dk['method']}/{dk['config']} {dk[metric]:{fmt}}",
+                            "best_peer": f"{bp['library']}:{bp['method']}/{bp['config']} {bp[metric]:{fmt}}", "floor": floors[mix],
+                            "paired_difference": mean, "paired_se": se, "met": mean <= 0,
+                            "status": f"{status} (diffkit - peer = {mean:+{fmt}} ± {se:{fmt}} s.e. over {len(diffs)} seeds)"})
     for shape in sorted({tuple(r["shape"]) for r in over}):
         dk = next((r for r in over if r["library"] == "diffkit" and r["method"] == "dpmpp-2m" and tuple(r["shape"]) == shape), None)
         df = next((r for r in over if r["library"] == "diffusers" and r["method"] == "dpmpp-2m" and r["config"] == "default" and tuple(r["shape"]) == shape), None)
@@ -493,19 +572,38 @@ def markdown(report) -> str:
                 best = best_per_library(rows, mix, b).get(lib)
                 cells.append("—" if best is None else f"{best['sw2']:.4f} {best['method']}/{best['config']} ({best['nfe']})")
             lines.append(f"| {lib} | " + " | ".join(cells) + " |")
-        lines += ["", "All rows (SW2 ± std over seeds; NFE used):", "", "| library | method | config | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
-                  "|---|---|---|" + "---|" * len(budgets)]
+        lines += ["", "Best configuration per library by the coupled error (distance to the converged flow from the same prior draws):", "",
+                  "| library | " + " | ".join(f"NFE {b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for lib in ("diffkit", "diffusers", "k-diffusion"):
+            cells = []
+            for b in budgets:
+                best = best_per_library(rows, mix, b, metric="coupled").get(lib)
+                cells.append("—" if best is None else f"{best['coupled']:.2e} {best['method']}/{best['config']}")
+            lines.append(f"| {lib} | " + " | ".join(cells) + " |")
+        if any(r.get("path") == "linear" and r["mixture"] == mix for r in rows):
+            note = ref.get("linear_path_vs_vp_coupled") if ref else None
+            lines += ["", "Flow matching (linear path, exact velocity) beside diffusion (VP path), each with its best sampler (SW2 / coupled error"
+                      + (f"; the linear path's converged flow sits {note:.2e} from the VP one, the floor of the coupled error for linear-path rows" if note is not None else "") + "):", "",
+                      "| path | library | " + " | ".join(f"NFE {b}" for b in budgets) + " |", "|---|---|" + "---|" * len(budgets)]
+            for path, lib in (("vp", "diffkit"), ("linear", "diffkit"), ("vp", "diffusers"), ("linear", "diffusers"), ("vp", "k-diffusion")):
+                cells = []
+                for b in budgets:
+                    best = best_per_library(rows, mix, b, path=path).get(lib)
+                    cells.append("—" if best is None else f"{best['sw2']:.4f} / {best['coupled']:.2e} {best['method']}/{best['config']}")
+                lines.append(f"| {path} | {lib} | " + " | ".join(cells) + " |")
+        lines += ["", "All rows (SW2 ± std over seeds, coupled error; NFE used):", "", "| library | method | config | path | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
+                  "|---|---|---|---|" + "---|" * len(budgets)]
         keys = []
         for r in rows:
-            k = (r["library"], r["method"], r["config"])
+            k = (r["library"], r["method"], r["config"], r.get("path", "vp"))
             if r["mixture"] == mix and k not in keys:
                 keys.append(k)
         for k in keys:
             cells = []
             for b in budgets:
-                r = next((r for r in rows if r["mixture"] == mix and (r["library"], r["method"], r["config"]) == k and r["budget"] == b), None)
-                cells.append("—" if r is None else f"{r['sw2']:.4f} ± {r['sw2_std']:.4f} ({r['nfe']})")
-            lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + " |")
+                r = next((r for r in rows if r["mixture"] == mix and (r["library"], r["method"], r["config"], r.get("path", "vp")) == k and r["budget"] == b), None)
+                cells.append("—" if r is None else f"{r['sw2']:.4f} ± {r['sw2_std']:.4f}, {r['coupled']:.1e} ({r['nfe']})")
+            lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | " + " | ".join(cells) + " |")
     over = report["overhead"]
     if over:
         lines += ["", "## Per-step overhead (free model, one thread, medians of interleaved repeats, model time subtracted)", "",
@@ -539,11 +637,11 @@ def plot(rows, floors, references, path: Path) -> None:
     markers = "os^Dvx*P"
     for ax, mix in zip(axes[0], mixes):
         for lib in ("diffkit", "diffusers", "k-diffusion"):
-            methods = sorted({r["method"] for r in rows if r["library"] == lib and r["mixture"] == mix})
+            methods = sorted({r["method"] for r in rows if r["library"] == lib and r["mixture"] == mix and r.get("path", "vp") == "vp"})
             for j, method in enumerate(methods):
                 best = {}  # per NFE budget, the method's best config
                 for r in rows:
-                    if r["library"] == lib and r["method"] == method and r["mixture"] == mix and math.isfinite(r["sw2"]):
+                    if r["library"] == lib and r["method"] == method and r["mixture"] == mix and r.get("path", "vp") == "vp" and math.isfinite(r["sw2"]):
                         if r["budget"] not in best or r["sw2"] < best[r["budget"]]["sw2"]:
                             best[r["budget"]] = r
                 pts = sorted((r["nfe"], r["sw2"]) for r in best.values())
@@ -570,28 +668,35 @@ def main() -> None:
     parser.add_argument("--out", default=f"benchmarks/results/peers-{DATE}.json", help="JSON path; the PNG and .md go beside it")
     parser.add_argument("--n", type=int, default=10000, help="samples per run")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50])
+    parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50])
+    parser.add_argument("--mixtures", nargs="+", default=["ring8-2d", "gmm-16d", *HARD_MIXTURES],
+                        help=f"mixtures: ring8-2d, gmm-16d and the hard cases {', '.join(HARD_MIXTURES)} (diffkit.oracle_mixtures)")
+    parser.add_argument("--no-flow", action="store_true", help="leave out the linear-path (flow matching) rows")
     parser.add_argument("--repeats", type=int, default=25, help="interleaved timing repeats")
-    parser.add_argument("--quick", action="store_true", help="2,000 samples, one seed, NFE 10, 2-D only, 3 timing repeats")
+    parser.add_argument("--quick", action="store_true", help="2,000 samples, one seed, NFE 5 and 10, the 2-D ring and narrow ring, 3 timing repeats")
     parser.add_argument("--no-overhead", action="store_true")
-    parser.add_argument("--reference-nfe", type=int, default=200, help="NFE of the converged reference run per mixture (0: none)")
+    parser.add_argument("--reference-nfe", type=int, default=500, help="NFE of the converged reference run per mixture (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (at most 2 on the shared machine; 1 is faster under load)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    mixtures = {"ring8-2d": ring(8), "gmm-16d": random_mixture(16)}
     if args.quick:
-        args.n, args.seeds, args.nfe, args.repeats, args.reference_nfe = 2000, 1, [10], 3, 0
-        mixtures = {"ring8-2d": ring(8)}
+        args.n, args.seeds, args.nfe, args.repeats, args.reference_nfe = 2000, 1, [5, 10], 3, 100
+        args.mixtures = ["ring8-2d", "narrow-ring-2d"]
+    known = {"ring8-2d": lambda: ring(8), "gmm-16d": lambda: random_mixture(16), **HARD_MIXTURES}
+    unknown = [m for m in args.mixtures if m not in known]
+    if unknown:
+        raise SystemExit(f"unknown mixture(s) {unknown}; use any of {sorted(known)}")
+    mixtures = {m: known[m]() for m in args.mixtures}
 
     notes, versions = [], {"torch": torch.__version__, "python": platform.python_version()}
     proc = DDPMLinear()
-    methods = diffkit_methods(proc)
+    methods = diffkit_methods(proc) + ([] if args.no_flow else diffkit_flow_methods())
     diffusers, why = load_diffusers()
     if diffusers is None:
         notes.append(f"diffusers skipped: {why}")
     else:
         versions["diffusers"] = version("diffusers")
-        methods += diffusers_methods(diffusers)
+        methods += diffusers_methods(diffusers) + ([] if args.no_flow else diffusers_flow_methods(diffusers))
     kd, how = load_kdiffusion_sampling()
     if kd is None:
         notes.append(f"k-diffusion skipped: {how}")
@@ -603,7 +708,7 @@ def main() -> None:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
 
     rows, floors, references = quality(methods, mixtures, args.nfe, args.n, args.seeds, args.reference_nfe)
-    shapes = [(64, 2), (20000, 16)] if not args.quick else [(64, 2)]
+    shapes = [(64, 2), (20000, 32)] if not args.quick else [(64, 2)]
     over = [] if args.no_overhead else overhead(methods, shapes, 20, args.repeats)
     report = {"date": DATE, "measured_at": time.strftime("%Y-%m-%d %H:%M"), "machine": "2 shared CPU cores", "versions": versions,
               "kdiffusion_loading": how, "n": args.n, "seeds": args.seeds, "nfe_budgets": args.nfe,

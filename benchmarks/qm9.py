@@ -2,6 +2,8 @@
 
     python benchmarks/qm9.py [--recipe qm9-cpu] [--minutes 60] [--n 10000] [--steps 50 100 250]
                              [--run RUN_DIR] [--out benchmarks/results/qm9] [--threads 2]
+    python benchmarks/qm9.py --recipe qm9-cpu-flow --steps 5 10 20 50 100 500    # discrete flow matching (dfm-euler)
+    python benchmarks/qm9.py --recipe qm9-cpu --steps 5 10 20 50 100 500         # the categorical diffusion, same curve
 
 With ``--run`` an existing run directory is scored instead of training a new one. Figures (printed,
 and written to OUT/qm9.json and OUT/qm9.md, with the samples of each configuration under OUT/):
@@ -89,8 +91,13 @@ def training_figures(run_dir: Path) -> dict:
     return {"steps": steps, "graphs_per_second": sum(rates) / max(len(rates), 1), "stopped_by_time_budget": any(r.get("event") == "time budget" for r in log)}
 
 
-def configurations(run, ancestral_steps: list[int], nfes: list[int]) -> list[tuple[str, int]]:
-    jobs = [("ancestral", s) for s in ancestral_steps]
+def configurations(run, ancestral_steps: list[int], nfes: list[int], sampler: str | None = None) -> list[tuple[str, int]]:
+    """``sampler`` (default: the recipe's own for discrete flows, else ancestral) at each ``--steps`` (one evaluation each)."""
+    if sampler is None:
+        from diffkit.processes import DiscreteFlow
+
+        sampler = run.recipe["sample"]["sampler"] if run.diffusion.fields_of((DiscreteFlow,)) else "ancestral"
+    jobs = [(sampler, s) for s in ancestral_steps]
     if run.diffusion.gaussian_fields:  # a continuous relaxation: the ODE samplers apply too
         jobs += [(s, n) for s in ("ddim", "heun", "dpmpp-2m") for n in nfes]
     return jobs
@@ -151,7 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=60.0, help="training wall-clock budget")
     p.add_argument("--train-steps", type=int, default=None, help="override the recipe's training steps")
     p.add_argument("--n", type=int, default=10000, help="molecules per configuration")
-    p.add_argument("--steps", type=int, nargs="+", default=[100], help="ancestral lengths (categorical diffusion)")
+    p.add_argument("--steps", type=int, nargs="+", default=[100], help="levels (= NFE) of the categorical sampler: ancestral, or dfm-euler for discrete flows")
+    p.add_argument("--sampler", default=None, help="the categorical sampler (default: the recipe's for a discrete flow, else ancestral)")
     p.add_argument("--nfe", type=int, nargs="+", default=[20, 50], help="NFEs for the ODE samplers (Gaussian relaxation only)")
     p.add_argument("--out", default="benchmarks/results/qm9", help="output folder (with --rescore: the report's path without suffix)")
     p.add_argument("--rescore", default=None, help="score this recorded SMILES file under the recipe's current metrics instead of training and sampling")
@@ -174,7 +182,7 @@ def main(argv=None) -> int:
     recipe = run.recipe
     reference = load_dataset(recipe, recipe.get("eval", {}).get("reference", "test"))
     rows = []
-    for sampler, steps in configurations(run, args.steps, args.nfe):
+    for sampler, steps in configurations(run, args.steps, args.nfe, args.sampler):
         print(f"qm9 bench: {sampler} with {steps} steps, {args.n} molecules", file=sys.stderr, flush=True)
         items, labels, timing = generate(run, args.n, sampler=sampler, steps=steps, seed=args.seed, progress=True)
         sample_dir = out / f"{sampler}-{steps}"

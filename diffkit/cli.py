@@ -56,7 +56,9 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
     s.add_argument("--sampler", default=None, help="sampler name (" + ", ".join(_sampler_names()) + ")")
     s.add_argument("--steps", type=int, default=None, help="number of noise levels")
-    s.add_argument("--schedule", default=None, choices=["uniform", "logsnr", "karras"], help="time-step schedule")
+    s.add_argument("--schedule", default=None, help="time-step schedule: uniform, logsnr or karras; or an explicit grid: a comma-separated list of "
+                   "times (0.9,0.5,0.1), of noise levels sigma/alpha (sigma:14.6,2.0,0.03) or of log-SNR values (log-snr:-8,0,6), or a .json file "
+                   "holding a list of times or {\"sigma\": [...]}; a grid sets the number of levels")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = conditional only)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
@@ -124,11 +126,24 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _schedule_option(text: str | None, steps: int | None):
+    """``--schedule``: a named schedule, or an explicit grid whose length is the number of levels (``--steps``, if given, must agree)."""
+    from diffkit.samplers.schedules import SCHEDULES, Schedule
+
+    if text is None or text in SCHEDULES:
+        return text, steps
+    grid = Schedule.parse(text)
+    if steps is not None and steps != len(grid):
+        raise ValueError(f"--steps {steps} disagrees with the {len(grid)} levels of --schedule {text}; drop --steps (a grid sets the number of levels)")
+    return grid, len(grid)
+
+
 def _cmd_sample(args) -> int:
     from diffkit.runs import sample_run
 
-    summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed, out=args.out,
-                         device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=args.schedule, reference=args.reference)
+    schedule, steps = _schedule_option(args.schedule, args.steps)
+    summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=steps, guidance=args.guidance, seed=args.seed, out=args.out,
+                         device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=schedule, reference=args.reference)
     read = summary.get("reference")
     if read and read["skipped"]:
         first = read["failures"][0]

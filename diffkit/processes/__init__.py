@@ -10,6 +10,11 @@ from __future__ import annotations
 from diffkit.processes.base import FieldProcess
 from diffkit.processes.categorical import CategoricalProcess, absorbing, marginal, uniform
 from diffkit.processes.composite import Diffusion
+from diffkit.processes.discrete_flow import DiscreteFlow
+from diffkit.processes.discrete_flow import discrete_flow_marginal as _dfm_marginal
+from diffkit.processes.discrete_flow import discrete_flow_masked as _dfm_masked
+from diffkit.processes.discrete_flow import discrete_flow_uniform as _dfm_uniform
+from diffkit.processes.flow import CosineFlow, FlowPath, LinearFlow, VPFlow
 from diffkit.processes.gaussian import EDM, VE, GaussianProcess, VPCosine, VPLinear, ZeroCoMGaussian, _zero_com_from_config
 from diffkit.spaces.base import FieldSpec
 
@@ -29,6 +34,9 @@ vp_linear = _gaussian(VPLinear)
 vp_cosine = _gaussian(VPCosine)
 ve = _gaussian(VE)
 edm = _gaussian(EDM)
+flow_linear = _gaussian(LinearFlow)
+flow_cosine = _gaussian(CosineFlow)
+flow_vp = _gaussian(VPFlow)
 
 
 def zero_com_gaussian(field: FieldSpec | None = None, **options) -> ZeroCoMGaussian:
@@ -48,8 +56,11 @@ def _categorical(fn):
 categorical_uniform = _categorical(uniform)
 categorical_absorbing = _categorical(absorbing)
 categorical_marginal = _categorical(marginal)
+discrete_flow_uniform = _categorical(_dfm_uniform)
+discrete_flow_masked = _categorical(_dfm_masked)
+discrete_flow_marginal = _categorical(_dfm_marginal)
 
 __all__ = [
-    "CategoricalProcess", "Diffusion", "EDM", "FieldProcess", "GaussianProcess", "VE", "VPCosine", "VPLinear", "ZeroCoMGaussian",
-    "categorical_absorbing", "categorical_marginal", "categorical_uniform", "edm", "ve", "vp_cosine", "vp_linear", "zero_com_gaussian",
+    "CategoricalProcess", "CosineFlow", "Diffusion", "DiscreteFlow", "EDM", "FieldProcess", "FlowPath", "GaussianProcess", "LinearFlow", "VPFlow", "VE", "VPCosine", "VPLinear", "ZeroCoMGaussian",
+    "categorical_absorbing", "categorical_marginal", "categorical_uniform", "discrete_flow_marginal", "discrete_flow_masked", "discrete_flow_uniform", "edm", "flow_cosine", "flow_linear", "flow_vp", "ve", "vp_cosine", "vp_linear", "zero_com_gaussian",
 ]

@@ -14,6 +14,11 @@ def gmm() -> dict:
     return read_packaged("diffkit.recipes", "gmm.toml")
 
 
+def gmm_flow() -> dict:
+    """The ``gmm`` task by flow matching (linear path, velocity): same data, backbone and budget."""
+    return read_packaged("diffkit.recipes", "gmm-flow.toml")
+
+
 def gmm_quick() -> dict:
     """The ``gmm`` recipe at a tenth of the training budget (for smoke tests)."""
     recipe = gmm()

@@ -14,7 +14,7 @@ import torch
 from diffkit.samplers.core import ancestral, ddim, deis, dpmpp_2m, dpmpp_3m, euler, heun, langevin, predictor_corrector, unipc
 from diffkit.samplers.declaration import SamplerSpec, first_order, sampler, spec_of
 from diffkit.samplers.driver import Level, Levels, drive, lin
-from diffkit.samplers.schedules import SCHEDULES, karras, make_times, uniform_log_snr, uniform_t
+from diffkit.samplers.schedules import SCHEDULES, Schedule, as_schedule, karras, make_times, uniform_log_snr, uniform_t
 from diffkit.state import State
 
 
@@ -60,7 +60,7 @@ def steps_for_nfe(sampler: str | Callable | SamplerSpec, nfe: int, **options) ->
     return steps
 
 
-def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, schedule: str | None = None, generator: torch.Generator | None = None, callback=None, **options) -> State:
+def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, schedule: "str | Schedule | list[float] | None" = None, generator: torch.Generator | None = None, callback=None, **options) -> State:
     """Draw the prior shaped like ``template`` and run ``sampler`` over ``steps`` levels.
 
     ``denoiser(state, t) -> predictions`` with a ``.diffusion`` attribute (see :func:`diffkit.denoiser.guided`).
@@ -68,8 +68,8 @@ def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, sc
     (``uniform`` for an undeclared function, and whenever the diffusion has no Gaussian field).
     """
     fn, spec = resolve(sampler)
-    schedule = schedule or (spec.schedule if spec is not None else "uniform")
-    if not denoiser.diffusion.gaussian_fields:
+    schedule = as_schedule(schedule) or (spec.schedule if spec is not None else "uniform")  # an explicit grid (Schedule or list of times) sets its own levels
+    if not denoiser.diffusion.gaussian_fields and isinstance(schedule, str):
         schedule = "uniform"
     times = make_times(denoiser.diffusion, steps, schedule)
     x_T = denoiser.diffusion.prior(template, generator)
@@ -77,7 +77,7 @@ def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, sc
 
 
 __all__ = [
-    "DEFAULT_SCHEDULE", "Level", "Levels", "SAMPLERS", "SCHEDULES", "SamplerSpec", "ancestral", "ddim", "deis", "dpmpp_2m", "dpmpp_3m", "drive",
+    "DEFAULT_SCHEDULE", "Level", "Levels", "SAMPLERS", "SCHEDULES", "SamplerSpec", "Schedule", "ancestral", "ddim", "deis", "dpmpp_2m", "dpmpp_3m", "drive",
     "euler", "first_order", "heun", "karras", "langevin", "lin", "make_times", "predictor_corrector", "registered", "resolve", "sample", "sampler",
     "spec_of", "steps_for_nfe", "uniform_log_snr", "uniform_t", "unipc",
 ]

@@ -31,6 +31,11 @@ def qm9_cpu() -> dict:
     return _finish(read_packaged("diffkit_molecule.recipes", "qm9_cpu.toml"))
 
 
+def qm9_cpu_flow() -> dict:
+    """``qm9-cpu`` by discrete flow matching: same backbone and budget, ``discrete-flow-marginal`` fields, ``dfm-euler``."""
+    return _finish(read_packaged("diffkit_molecule.recipes", "qm9_cpu_flow.toml"))
+
+
 def qm9_onehot() -> dict:
     return _finish(read_packaged("diffkit_molecule.recipes", "qm9_onehot.toml"))
 
