@@ -148,9 +148,9 @@ class _CountingDenoiser:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from diffkit.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress_bar(total, desc, enabled, leave=False)
 
 
 def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = None, reference: str | None = None, metrics: list | None = None, reference_data=None) -> dict:

@@ -207,7 +207,7 @@ class Trainer:
         )
 
     def fit(self) -> dict:
-        from tqdm.auto import tqdm
+        from diffkit.progress import progress_bar
 
         total, B = int(self.cfg["steps"]), int(self.cfg["batch_size"])
         local = B // self.world
@@ -218,7 +218,7 @@ class Trainer:
         self.backbone.train()
         if self.step == 0:
             self.save_checkpoint()
-        bar = tqdm(total=total, initial=self.step, desc=f"train {self.recipe['name']}", disable=not self.progress or self.rank != 0, dynamic_ncols=True)
+        bar = progress_bar(total, f"train {self.recipe['name']}", self.progress and self.rank == 0, initial=self.step)
         t_last, step_last, t_start = time.perf_counter(), self.step, time.perf_counter()
         last = {}
         budget = float(self.cfg["max_minutes"]) * 60.0 if self.cfg.get("max_minutes") else math.inf
@@ -255,7 +255,7 @@ class Trainer:
                 rate = (self.step - step_last) * B / max(now - t_last, 1e-9)
                 t_last, step_last = now, self.step
                 self._log({"step": self.step, **last, "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm), "items_per_second": rate})
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
             if self.step % int(self.cfg["checkpoint_every"]) == 0 and self.step < total:
                 self.save_checkpoint()
         bar.close()
