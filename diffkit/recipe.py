@@ -56,9 +56,9 @@ def load_recipe(recipe: str | Path | dict) -> dict:
             except RegistryError as exc:
                 raise RecipeError(str(exc)) from None
             out = obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
-    for section in ("data", "diffusion", "model"):
-        if section not in out:
-            raise RecipeError(f"recipe {out.get('name', recipe)!r} has no [{section}] section; see docs/contracts.md for the recipe format")
+    from diffkit.recipe_schema import validate_recipe
+
+    validate_recipe(out, out.get("name", str(recipe)) if isinstance(out, dict) else str(recipe))  # typos are errors, not defaults
     out.setdefault("name", str(recipe))
     out["train"] = {**TRAIN_DEFAULTS, **out.get("train", {})}
     out["sample"] = {**SAMPLE_DEFAULTS, **out.get("sample", {})}

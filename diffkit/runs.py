@@ -7,6 +7,7 @@ Each dataset split a command needs is loaded once per :class:`~diffkit.recipe.Ru
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from diffkit.denoiser import guided
 from diffkit.evaluation import EvalContext, run_metrics, split_items
 from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
+from diffkit.recipe_schema import check_component
 from diffkit.registry import KINDS, SINGULAR, RegistryError, names
 from diffkit.state import MASK_FIELDS, State
 from diffkit.training.checkpoint import CheckpointError, atomic_write_json, load_tensors, read_config, unprefixed
@@ -96,8 +98,13 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
 
     cfg = run.recipe["sample"]
     sampler = sampler or cfg["sampler"]
+    if isinstance(sampler, str):  # checked before anything is drawn, so the error never shares a line with a progress bar
+        check_component("samplers", sampler, "sampler")
     steps = int(steps or cfg["steps"])
     guidance = cfg.get("guidance") if guidance is None else guidance
+    if guidance is not None and not run.num_classes:
+        raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and recipe {run.recipe['name']!r} is unconditional "
+                         f"([model] num_classes = 0); drop --guidance")
     schedule = schedule or cfg.get("schedule")
     batch_size = int(batch_size or cfg.get("batch_size", 1000))
     opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
@@ -186,6 +193,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     run_dir, shipped = resolve(run_dir)
     if shipped:
         verify(run_dir)
+    if sampler is not None:
+        check_component("samplers", sampler, "--sampler")
     run = load_run(run_dir, device=device)
     n = int(n or run.recipe["sample"]["n"])
     conditioning = cond_labels = cond_items = None
@@ -198,6 +207,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
     out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"
+    if out.is_dir() and any(out.iterdir()):
+        print(f"diffkit sample: {out} already holds samples; writing over them (pass --out DIR to keep both)", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
     reference = None

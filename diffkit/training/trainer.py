@@ -23,6 +23,7 @@ from diffkit import __version__
 from diffkit.denoiser import Denoiser
 from diffkit.losses import diffusion_loss
 from diffkit.recipe import build_run, collate_dataset, load_dataset, load_recipe
+from diffkit.recipe_schema import validate_components
 from diffkit.training.checkpoint import (
     FORMAT, FORMAT_VERSION, CheckpointError, atomic_save_tensors, atomic_write_json, load_tensors, prefixed, read_config, unprefixed,
 )
@@ -62,6 +63,7 @@ class Trainer:
     def __init__(self, recipe, out_dir: str | Path, *, steps: int | None = None, device: str = "cpu", seed: int | None = None,
                  resume: bool = False, progress: bool = True, dataset=None, max_minutes: float | None = None, init: str | None = None):
         self.recipe = load_recipe(recipe)
+        validate_components(self.recipe)  # a misspelled sampler or metric fails now, not after training
         if init is not None:
             self.recipe["train"]["init"] = str(init)
         if seed is not None:
