@@ -220,7 +220,9 @@ def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Spac
     if space is None or stats is None:
         dataset = dataset if dataset is not None else load_dataset(recipe, "train")
         space = dataset.space
-        if stats is None:
+        if stats is None and hasattr(dataset, "space_statistics"):  # a dataset that computes (and caches) space.fit of its elements itself
+            stats = dataset.space_statistics()
+        elif stats is None:
             elements, _ = split_items(dataset)
             stats = space.fit(elements)
     if representation is not None and space is not representation.space:
@@ -232,7 +234,10 @@ def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Spac
 
 
 def collate_dataset(space: Space, dataset) -> tuple[State, torch.Tensor | None]:
-    """Encode a whole dataset once: the State of every element and their labels (or None)."""
+    """Encode a whole dataset once: the State of every element and their labels (or None). A dataset with a
+    ``collate_all()`` method (packed data that validates and encodes itself in one pass) is asked for both."""
+    if hasattr(dataset, "collate_all") and getattr(dataset, "space", None) is space:
+        return dataset.collate_all()
     elements, labels = split_items(dataset)
     state = space.collate(elements)
     return state, (None if labels is None else torch.tensor(labels, dtype=torch.long))
