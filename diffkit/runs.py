@@ -102,9 +102,6 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
         check_component("samplers", sampler, "sampler")
     steps = int(steps or cfg["steps"])
     guidance = cfg.get("guidance") if guidance is None else guidance
-    if guidance is not None and not run.num_classes:
-        raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and recipe {run.recipe['name']!r} is unconditional "
-                         f"([model] num_classes = 0); drop --guidance")
     schedule = schedule or cfg.get("schedule")
     batch_size = int(batch_size or cfg.get("batch_size", 1000))
     opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
@@ -172,7 +169,12 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
     # since they do not depend on the sampler that drew ``items``
     extras = {"denoiser": run.denoiser, "num_classes": run.num_classes, "memo": run.extra.setdefault("metric_memo", {})}
     space = run.data_space  # metrics compare data elements, also in a two-stage run
-    ctx = EvalContext(generated=items, reference=[space.validate(x) for x in ref_items], labels=labels, reference_labels=ref_labels,
+    # the reference elements are validated once per run and reference set, not once per sampler scored against them
+    checked = run.extra.setdefault("validated_references", {})
+    if id(ref_dataset) not in checked:
+        checked.clear()
+        checked[id(ref_dataset)] = (ref_dataset, [space.validate(x) for x in ref_items])
+    ctx = EvalContext(generated=items, reference=checked[id(ref_dataset)][1], labels=labels, reference_labels=ref_labels,
                       train=train, space=space, out_dir=out_dir, extras=extras)
     options = run.recipe.get("eval", {}).get("options", {})
     return run_metrics(names, ctx, options)
@@ -196,6 +198,9 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if sampler is not None:
         check_component("samplers", sampler, "--sampler")
     run = load_run(run_dir, device=device)
+    if guidance is not None and not run.num_classes:
+        raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
+                         f"which is unconditional ([model] num_classes = 0); drop --guidance")
     n = int(n or run.recipe["sample"]["n"])
     conditioning = cond_labels = cond_items = None
     read_summary = None
