@@ -9,6 +9,6 @@ echo "== set up in $(( SECONDS - start )) s"
 PY=${PYTHON:-python3}
 resume=()
 [ -f runs/gmm/config.json ] && resume=(--resume)
-"$PY" -m diffkit train gmm --out runs/gmm "${resume[@]}"
+"$PY" -m diffkit train gmm --out runs/gmm ${resume[@]+"${resume[@]}"}
 "$PY" -m diffkit sample runs/gmm --out runs/gmm/samples
 echo "== done in $(( SECONDS - start )) s; samples: runs/gmm/samples/samples.png, figures: runs/gmm/samples/metrics.json"
