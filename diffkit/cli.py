@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # OpenMP threads that spin while they wait starve each other when the cores are shared: a 2-D MLP
     # trained at under 2 steps/s on two busy cores with the default, 40-85 with passive waiting
-    # (benchmarks/README.md). Set before torch is imported (nothing above imports it); the user's choice wins.
+    # (README.md, "Threads"). Set before torch is imported (nothing above imports it); the user's choice wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # the metric definitions load every metric's plugin, so only 'diffkit eval --help' builds them
     parser = _parser(with_definitions="eval" in argv and ("-h" in argv or "--help" in argv))
