@@ -27,12 +27,13 @@ MODEL = {"backbone": str, "parameterization": str, "num_classes": int, "options"
 TRAIN = {key: object for key in TRAIN_KEYS} | {"field_weights": OPEN}
 SAMPLE = {key: object for key in SAMPLE_KEYS} | {"options": OPEN}
 EVAL = {"metrics": list, "reference": str, "options": OPEN}
-TIER = {"train": TRAIN, "sample": SAMPLE, "data": DATA, "model": MODEL, "n": int, "nfe": list, "samplers": list, "ancestral_steps": int,
-        "guidance": object}
+REPRESENTATION = {"name": str, "options": OPEN, "cache": bool}  # the first stage of a two-stage recipe
+TIER = {"train": TRAIN, "sample": SAMPLE, "data": DATA, "model": MODEL, "representation": REPRESENTATION, "n": int, "nfe": list, "samplers": list,
+        "ancestral_steps": int, "guidance": object}
 BENCH = {"task": str, "primary": str, "higher_is_better": bool, "samplers": list, "ancestral_steps": int, "guidance": object, "options": OPEN,
          "n": int, "nfe": list, "quick": TIER, "standard": TIER, "full": TIER}
 RECIPE = {"name": str, "description": str, "seed": int, "data": DATA, "diffusion": OPEN, "model": MODEL, "train": TRAIN, "sample": SAMPLE,
-          "eval": EVAL, "bench": BENCH}
+          "eval": EVAL, "bench": BENCH, "representation": REPRESENTATION}
 REQUIRED = ("data", "diffusion", "model")
 
 
@@ -96,6 +97,8 @@ def recipe_components(recipe: dict) -> list[tuple[str, str, str]]:
     for field, table in recipe.get("diffusion", {}).items():
         if isinstance(table, dict) and "process" in table:
             out.append(("processes", table["process"], f"[diffusion.{field}] process"))
+    if isinstance(recipe.get("representation"), dict) and "name" in recipe["representation"]:
+        out.append(("representations", recipe["representation"]["name"], "[representation] name"))
     sampler = recipe.get("sample", {}).get("sampler")
     if sampler is not None:
         out.append(("samplers", sampler, "[sample] sampler"))
