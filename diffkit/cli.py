@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -114,9 +115,22 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
+def _check_device(device: str) -> None:
+    """Refuse a GPU device torch cannot use here with one line that says what to pass instead (not torch's driver message)."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f"--device {device}: torch {torch.__version__} ({build}) sees no usable CUDA GPU on this machine; use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: this machine has no usable Apple GPU (MPS); use --device cpu")
+
+
 def _cmd_train(args) -> int:
     from diffkit.training.trainer import train
 
+    _check_device(args.device)
     name = Path(args.recipe).stem if args.recipe.endswith(".toml") else args.recipe
     out = args.out or str(Path("runs") / name)
     summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet,
@@ -141,6 +155,7 @@ def _schedule_option(text: str | None, steps: int | None):
 def _cmd_sample(args) -> int:
     from diffkit.runs import sample_run
 
+    _check_device(args.device)
     schedule, steps = _schedule_option(args.schedule, args.steps)
     summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=steps, guidance=args.guidance, seed=args.seed, out=args.out,
                          device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=schedule, reference=args.reference)
@@ -182,6 +197,7 @@ def _cmd_wheelhouse(args) -> int:
 def _cmd_bench(args) -> int:
     from diffkit.bench import run_bench
 
+    _check_device(args.device)
     report = run_bench(tier=args.tier, tasks=args.task, device=args.device, out=args.out, progress=not args.quiet)
     print(json.dumps({"out": args.out, "tasks": list(report.get("tasks", {}))}))
     return 0
@@ -216,6 +232,10 @@ COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "sample": _cmd_sample,
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # OpenMP threads that spin while they wait starve each other when the cores are shared: a 2-D MLP
+    # trained at under 2 steps/s on two busy cores with the default, 40-85 with passive waiting
+    # (README.md, "Threads"). Set before torch is imported (nothing above imports it); the user's choice wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # the metric definitions load every metric's plugin, so only 'diffkit eval --help' builds them
     parser = _parser(with_definitions="eval" in argv and ("-h" in argv or "--help" in argv))
     args = parser.parse_args(argv)

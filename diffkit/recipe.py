@@ -56,9 +56,9 @@ def load_recipe(recipe: str | Path | dict) -> dict:
             except RegistryError as exc:
                 raise RecipeError(str(exc)) from None
             out = obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
-    for section in ("data", "diffusion", "model"):
-        if section not in out:
-            raise RecipeError(f"recipe {out.get('name', recipe)!r} has no [{section}] section; see docs/contracts.md for the recipe format")
+    from diffkit.recipe_schema import validate_recipe
+
+    validate_recipe(out, out.get("name", str(recipe)) if isinstance(out, dict) else str(recipe))  # typos are errors, not defaults
     out.setdefault("name", str(recipe))
     out["train"] = {**TRAIN_DEFAULTS, **out.get("train", {})}
     out["sample"] = {**SAMPLE_DEFAULTS, **out.get("sample", {})}
@@ -220,7 +220,9 @@ def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Spac
     if space is None or stats is None:
         dataset = dataset if dataset is not None else load_dataset(recipe, "train")
         space = dataset.space
-        if stats is None:
+        if stats is None and hasattr(dataset, "space_statistics"):  # a dataset that computes (and caches) space.fit of its elements itself
+            stats = dataset.space_statistics()
+        elif stats is None:
             elements, _ = split_items(dataset)
             stats = space.fit(elements)
     if representation is not None and space is not representation.space:
@@ -232,7 +234,10 @@ def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Spac
 
 
 def collate_dataset(space: Space, dataset) -> tuple[State, torch.Tensor | None]:
-    """Encode a whole dataset once: the State of every element and their labels (or None)."""
+    """Encode a whole dataset once: the State of every element and their labels (or None). A dataset with a
+    ``collate_all()`` method (packed data that validates and encodes itself in one pass) is asked for both."""
+    if hasattr(dataset, "collate_all") and getattr(dataset, "space", None) is space:
+        return dataset.collate_all()
     elements, labels = split_items(dataset)
     state = space.collate(elements)
     return state, (None if labels is None else torch.tensor(labels, dtype=torch.long))

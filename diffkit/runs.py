@@ -7,6 +7,7 @@ Each dataset split a command needs is loaded once per :class:`~diffkit.recipe.Ru
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from diffkit.denoiser import guided
 from diffkit.evaluation import EvalContext, run_metrics, split_items
 from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
+from diffkit.recipe_schema import check_component
 from diffkit.registry import KINDS, SINGULAR, RegistryError, names
 from diffkit.state import MASK_FIELDS, State
 from diffkit.training.checkpoint import CheckpointError, atomic_write_json, load_tensors, read_config, unprefixed
@@ -96,6 +98,8 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
 
     cfg = run.recipe["sample"]
     sampler = sampler or cfg["sampler"]
+    if isinstance(sampler, str):  # checked before anything is drawn, so the error never shares a line with a progress bar
+        check_component("samplers", sampler, "sampler")
     steps = int(steps or cfg["steps"])
     guidance = cfg.get("guidance") if guidance is None else guidance
     schedule = schedule or cfg.get("schedule")
@@ -148,9 +152,9 @@ class _CountingDenoiser:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from diffkit.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress_bar(total, desc, enabled, leave=False)
 
 
 def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = None, reference: str | None = None, metrics: list | None = None, reference_data=None) -> dict:
@@ -165,7 +169,12 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
     # since they do not depend on the sampler that drew ``items``
     extras = {"denoiser": run.denoiser, "num_classes": run.num_classes, "memo": run.extra.setdefault("metric_memo", {})}
     space = run.data_space  # metrics compare data elements, also in a two-stage run
-    ctx = EvalContext(generated=items, reference=[space.validate(x) for x in ref_items], labels=labels, reference_labels=ref_labels,
+    # the reference elements are validated once per run and reference set, not once per sampler scored against them
+    checked = run.extra.setdefault("validated_references", {})
+    if id(ref_dataset) not in checked:
+        checked.clear()
+        checked[id(ref_dataset)] = (ref_dataset, [space.validate(x) for x in ref_items])
+    ctx = EvalContext(generated=items, reference=checked[id(ref_dataset)][1], labels=labels, reference_labels=ref_labels,
                       train=train, space=space, out_dir=out_dir, extras=extras)
     options = run.recipe.get("eval", {}).get("options", {})
     return run_metrics(names, ctx, options)
@@ -186,7 +195,12 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     run_dir, shipped = resolve(run_dir)
     if shipped:
         verify(run_dir)
+    if sampler is not None:
+        check_component("samplers", sampler, "--sampler")
     run = load_run(run_dir, device=device)
+    if guidance is not None and not run.num_classes:
+        raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
+                         f"which is unconditional ([model] num_classes = 0); drop --guidance")
     n = int(n or run.recipe["sample"]["n"])
     conditioning = cond_labels = cond_items = None
     read_summary = None
@@ -198,6 +212,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
     out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"
+    if out.is_dir() and any(out.iterdir()):
+        print(f"diffkit sample: {out} already holds samples; writing over them (pass --out DIR to keep both)", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
     reference = None

@@ -57,15 +57,41 @@ def test_unknown_placeholder_is_an_error():
         render("{{nope}}", values)
 
 
+def _venv_seeing_this_environment(path: Path) -> Path:
+    """A new virtual environment at ``path`` whose interpreter sees the packages of the one running the tests.
+
+    ``python -m venv --system-site-packages`` is not that when the tests run in a virtual environment:
+    the new one would see the *base* interpreter's site-packages (perhaps an old setuptools without
+    ``bdist_wheel`` and no ``wheel``), not the outer environment's. So the new environment gets no pip of
+    its own and a ``.pth`` file that adds every site-packages folder on this interpreter's ``sys.path``
+    (``site.addsitedir``, so the editable installs' own ``.pth`` files there are honoured too)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    outer = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+    inner = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    (Path(inner) / "_outer_environment.pth").write_text(f"import site; list(map(site.addsitedir, {outer!r}))\n")
+    return path / "bin" / "python"
+
+
+def test_a_child_venv_sees_the_packages_of_the_environment_running_the_tests(tmp_path):
+    import torch
+
+    py = _venv_seeing_this_environment(tmp_path / "venv")
+    probe = "import setuptools, torch, pip; print(torch.__file__); print(setuptools.__version__)"
+    out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import setuptools
+
+    assert out.stdout.split() == [torch.__file__, setuptools.__version__]
+
+
 @pytest.mark.slow
 def test_scaffolded_plugin_installs_trains_samples_and_passes_its_tests(tmp_path):
-    """Scaffold, install into a fresh venv (--system-site-packages, so torch and this diffkit are visible),
+    """Scaffold, install into a fresh venv that sees this interpreter's packages (torch, this diffkit, pip, setuptools, wheel),
     then `diffkit plugins`, `diffkit train NAME-quick --steps 20`, `diffkit sample`, `diffkit bench --tier quick --task NAME`
     and the plugin's own pytest."""
     root = new_plugin("demo-e2e", tmp_path)
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
-    py = str(venv / "bin" / "python")
+    py = str(_venv_seeing_this_environment(tmp_path / "venv"))
     env = {**os.environ, "PYTHONPATH": str(Path(diffkit.__file__).resolve().parents[1]), "DIFFKIT_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1"}
 

@@ -58,7 +58,12 @@ def molecule_env(wheelhouse, tmp_path_factory):
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     py = env_dir / "bin" / "python"
     # diffkit's own distributions can only come from the wheelhouse: none is on any index
-    _run([str(py), "-m", "pip", "install", "--progress-bar", "off", "-q", "--find-links", str(folder), "diffkit[molecule]"])
+    # a CPU build of torch running the tests asks for the same build (pip finds it where the outer one came from:
+    # a find-links folder or the CPU index in pip's configuration), not the index's multi-GB CUDA build
+    import torch
+
+    same_torch = [f"torch=={torch.__version__}"] if "+cpu" in torch.__version__ else []
+    _run([str(py), "-m", "pip", "install", "--progress-bar", "off", "-q", "--find-links", str(folder), "diffkit[molecule]", *same_torch])
     return py
 
 

@@ -23,6 +23,7 @@ from diffkit import __version__
 from diffkit.denoiser import Denoiser
 from diffkit.losses import diffusion_loss
 from diffkit.recipe import build_run, collate_dataset, load_dataset, load_recipe
+from diffkit.recipe_schema import validate_components
 from diffkit.training.checkpoint import (
     FORMAT, FORMAT_VERSION, CheckpointError, atomic_save_tensors, atomic_write_json, load_tensors, prefixed, read_config, unprefixed,
 )
@@ -62,6 +63,7 @@ class Trainer:
     def __init__(self, recipe, out_dir: str | Path, *, steps: int | None = None, device: str = "cpu", seed: int | None = None,
                  resume: bool = False, progress: bool = True, dataset=None, max_minutes: float | None = None, init: str | None = None):
         self.recipe = load_recipe(recipe)
+        validate_components(self.recipe)  # a misspelled sampler or metric fails now, not after training
         if init is not None:
             self.recipe["train"]["init"] = str(init)
         if seed is not None:
@@ -207,7 +209,7 @@ class Trainer:
         )
 
     def fit(self) -> dict:
-        from tqdm.auto import tqdm
+        from diffkit.progress import progress_bar
 
         total, B = int(self.cfg["steps"]), int(self.cfg["batch_size"])
         local = B // self.world
@@ -218,7 +220,7 @@ class Trainer:
         self.backbone.train()
         if self.step == 0:
             self.save_checkpoint()
-        bar = tqdm(total=total, initial=self.step, desc=f"train {self.recipe['name']}", disable=not self.progress or self.rank != 0, dynamic_ncols=True)
+        bar = progress_bar(total, f"train {self.recipe['name']}", self.progress and self.rank == 0, initial=self.step)
         t_last, step_last, t_start = time.perf_counter(), self.step, time.perf_counter()
         last = {}
         budget = float(self.cfg["max_minutes"]) * 60.0 if self.cfg.get("max_minutes") else math.inf
@@ -255,7 +257,7 @@ class Trainer:
                 rate = (self.step - step_last) * B / max(now - t_last, 1e-9)
                 t_last, step_last = now, self.step
                 self._log({"step": self.step, **last, "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm), "items_per_second": rate})
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
             if self.step % int(self.cfg["checkpoint_every"]) == 0 and self.step < total:
                 self.save_checkpoint()
         bar.close()

@@ -29,6 +29,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -91,16 +92,94 @@ class MoleculeDataset(Dataset):
     def pyg(self) -> list:
         return [self.to_pyg(i) for i in range(len(self))]
 
+    # --- whole-dataset paths (the core uses them when a dataset has them: diffkit.recipe) ---------------
+    def check_packed(self) -> None:
+        """Validate every graph at once, on the packed tensors, with the rules of ``space.validate``
+        (atom indices in the vocabulary, 1..max_atoms atoms, bond orders in range, symmetric, zero
+        diagonal); the error names the first bad graph. Replaces one ``validate`` call per item."""
+        atoms, bonds, sizes = self.atoms.long(), self.bonds.long(), self.sizes.long()
+        A, K, M = len(self.space.atom_types), len(self.space.bond_types), self.space.max_atoms
+        width = atoms.shape[1]
+        real = torch.arange(width) < sizes[:, None]  # N×w: the atoms each graph has
+        pair = real[:, :, None] & real[:, None, :]
+        problems = [
+            ((sizes < 1) | (sizes > M), f"a graph needs 1..{M} atoms (max_atoms={M})"),
+            ((real & ((atoms < 0) | (atoms >= A))).any(1), f"atom indices must lie in 0..{A - 1}"),
+            ((pair & ((bonds < 0) | (bonds >= K))).flatten(1).any(1), f"bond orders must lie in 0..{K - 1}"),
+            ((bonds != bonds.transpose(1, 2)).flatten(1).any(1), "bonds must be symmetric"),
+            (bonds.diagonal(dim1=1, dim2=2).ne(0).any(1), "an atom cannot bond to itself"),
+            ((~pair & (bonds != 0)).flatten(1).any(1), "bonds beyond a graph's atoms must be 0"),
+        ]
+        for bad, rule in problems:
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                raise SpaceError(f"{type(self.space).__name__}: graph {i} ({self.smiles[i]!r}) breaks a rule: {rule}; "
+                                 f"delete the cached folder under {cache_root()} to rebuild the data")
+
+    def space_statistics(self) -> dict:
+        """``space.fit`` of every element, computed on the packed tensors (bincounts instead of a loop over
+        items) and kept in the cache folder beside the processed graphs, keyed by split and selection."""
+        path = self.info.get("stats_path")
+        if path and Path(path).exists():
+            try:
+                return json.loads(Path(path).read_text())
+            except (OSError, ValueError):
+                pass  # unreadable: recomputed below
+        self.check_packed()
+        atoms, bonds, sizes = self.atoms.long(), self.bonds.long(), self.sizes.long()
+        A, K, M = len(self.space.atom_types), len(self.space.bond_types), self.space.max_atoms
+        if sizes.numel() == 0:
+            raise SpaceError("MolecularGraph.fit: no graphs given")
+        width = atoms.shape[1]
+        real = torch.arange(width) < sizes[:, None]
+        upper = torch.ones(width, width, dtype=torch.bool).triu(1)
+        pairs = real[:, :, None] & real[:, None, :] & upper  # unordered pairs of real atoms, as space.fit counts them
+        size_counts = torch.bincount(sizes, minlength=M + 1).float()
+        atom_counts = torch.bincount(atoms[real], minlength=A).float()
+        bond_counts = torch.bincount(bonds[pairs], minlength=K).float()
+        stats = {"sizes": (size_counts / size_counts.sum()).tolist(),
+                 "frequencies": {"atoms": (atom_counts / atom_counts.sum().clamp_min(1)).tolist(), "bonds": (bond_counts / bond_counts.sum().clamp_min(1)).tolist()}}
+        if path:
+            try:
+                Path(path).write_text(json.dumps(stats))
+            except OSError:
+                pass  # a read-only cache: computed again next time (well under a second)
+        return stats
+
+    def collate_all(self) -> tuple:
+        """``(space.collate(every element), None)`` built from the packed tensors in one pass (no labels)."""
+        from diffkit.state import State, field_mask
+
+        self.check_packed()
+        if self.space.positions:  # packed data carries no positions; the per-item path says so
+            raise SpaceError("MoleculeDataset holds no 3-D positions; build the space with positions=False")
+        n = int(self.sizes.max())
+        A, K = len(self.space.atom_types), len(self.space.bond_types)
+        real = (torch.arange(n) < self.sizes.long()[:, None])
+        atoms = torch.nn.functional.one_hot(self.atoms[:, :n].long().clamp_min(0), A).float() * real[..., None]
+        bonds = torch.nn.functional.one_hot(self.bonds[:, :n, :n].long(), K).float()  # padding and the diagonal: "none"
+        state = State(atoms=atoms, bonds=bonds, mask=real.float())
+        if isinstance(self.space, OneHotMoleculeSpace):  # the relaxation of OneHotMoleculeSpace.collate
+            for name, layout in (("atoms", "node"), ("bonds", "pair")):
+                m = field_mask(state, layout).to(state[name].dtype).unsqueeze(-1)
+                state[name] = (2.0 * state[name] - 1.0) * m
+        return state, None
+
 
 # --- processing -----------------------------------------------------------------------------------------
-def process_smiles(smiles_iter, atom_types, max_atoms) -> tuple[list, dict]:
+def process_smiles(smiles_iter, atom_types, max_atoms, *, desc: str | None = None, total: int | None = None) -> tuple[list, dict]:
     """Graphs of ``(line number, SMILES)`` pairs under the module's rules; returns ``(graphs, summary)``.
+    With ``desc``, a progress bar of that name counts the SMILES read (out of ``total`` when known).
 
     ``atom_types``/``max_atoms`` of None accept any element/size. Atoms outside a given vocabulary raise
     SpaceError listing them (never silently dropped)."""
+    from diffkit.progress import progress_bar
+
     graphs, counts, examples, unknown = [], Counter(), [], Counter()
+    bar = progress_bar(total, desc, enabled=desc is not None)
     for line_no, text in smiles_iter:
         counts["read"] += 1
+        bar.update(1)
         try:
             mol = chem.mol_from_smiles(text)
             symbols, bonds, charges = chem.mol_to_graph(mol)
@@ -125,6 +204,7 @@ def process_smiles(smiles_iter, atom_types, max_atoms) -> tuple[list, dict]:
             counts["roundtrip_mismatch"] += 1
             continue
         graphs.append((symbols, bonds, chem.canonical(strict)))
+    bar.close()
     if unknown:
         raise SpaceError(f"atoms {sorted(unknown)} are outside the vocabulary {list(atom_types)}; add them to atom_types (e.g. atom_types={sorted(set(atom_types) | set(unknown))}) or remove those molecules")
     counts["kept"] = len(graphs)
@@ -155,7 +235,7 @@ def _cached(key_material: dict, build) -> tuple[dict, list[str], dict]:
             tensors = load_file(str(folder / "graphs.safetensors"))
             smiles = (folder / "smiles.txt").read_text().splitlines()
             if len(smiles) == int(tensors["sizes"].numel()):
-                return tensors, smiles, info
+                return tensors, smiles, {**info, "folder": str(folder)}
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
             pass
     tensors, smiles, info = build()
@@ -173,7 +253,8 @@ def _cached(key_material: dict, build) -> tuple[dict, list[str], dict]:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (folder / "info.json").exists():
             raise
-    return tensors, smiles, info
+        return tensors, smiles, info
+    return tensors, smiles, {**info, "folder": str(folder)}
 
 
 def split_indices(n: int, seed: int, max_train: int | None = None, test_fraction: float = 0.1, val_fraction: float | None = None) -> dict:
@@ -196,6 +277,11 @@ def split_indices(n: int, seed: int, max_train: int | None = None, test_fraction
 def _select(tensors, smiles, idx, space, info, split) -> MoleculeDataset:
     idx = idx.long()
     info = {**info, "split": split, "split_size": int(idx.numel())}
+    if info.get("folder"):  # fitted statistics live beside the graphs, one file per selection of them
+        digest = hashlib.sha256(idx.numpy().tobytes())
+        digest.update(json.dumps(space.config(), sort_keys=True, default=str).encode())
+        key = digest.hexdigest()[:16]
+        info["stats_path"] = str(Path(info["folder"]) / f"stats-{key}.json")
     return MoleculeDataset(tensors["atoms"][idx], tensors["bonds"][idx], tensors["sizes"][idx].long(), [smiles[i] for i in idx.tolist()], space, info,
                            dataset_smiles=smiles)
 
@@ -226,6 +312,15 @@ def qm9_files() -> list[Path]:
     return [found[p] for p in QM9_PARTS]
 
 
+def _count_rows(files) -> int:
+    """Data rows in the CSV files (lines less each header), for the progress bar's total."""
+    total = 0
+    for path in files:
+        with open(path, "rb") as fh:
+            total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1
+    return total
+
+
 def _qm9_rows(files, limit):
     csv.field_size_limit(1 << 30)
     k = 0
@@ -254,7 +349,10 @@ def qm9(split: str = "train", seed: int = 0, source_limit: int | None = None, su
                 "atoms": list(QM9_ATOMS), "max_atoms": 9, "charged": "drop", "version": PROCESSING_VERSION}
 
     def build():
-        graphs, summary = process_smiles(_qm9_rows(files, source_limit), QM9_ATOMS, 9)
+        rows = _count_rows(files)
+        total = rows if source_limit is None else min(rows, int(source_limit))
+        print(f"diffkit-molecule: preparing QM9 once ({total:,} SMILES from qm9pack {version}); cached in {cache_root()}", file=sys.stderr, flush=True)
+        graphs, summary = process_smiles(_qm9_rows(files, source_limit), QM9_ATOMS, 9, desc="preparing QM9", total=total)
         return _pack(graphs, QM9_ATOMS, 9), [g[2] for g in graphs], {"source": f"qm9pack {version}", **summary}
 
     tensors, smiles, info = _cached(material, build)
@@ -286,7 +384,7 @@ def smiles_file(split: str = "train", path: str | None = None, atom_types: list 
 
     def build():
         lines = [(k, line) for k, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
-        graphs, summary = process_smiles(lines, None if atom_types is None else tuple(atom_types), max_atoms)
+        graphs, summary = process_smiles(lines, None if atom_types is None else tuple(atom_types), max_atoms, desc=f"reading {path.name}", total=len(lines))
         if not graphs:
             raise ValueError(f"no usable molecule in {path} ({summary['counts']}); check that it holds one SMILES per line")
         if atom_types is None:

@@ -1,5 +1,6 @@
 """QM9 from qm9pack (on the first rows) and the smiles-file dataset."""
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +88,34 @@ def test_smiles_file_atoms_outside_the_vocabulary_are_listed(tmp_path):
 def test_smiles_file_missing_path_is_one_clear_line(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist; pass path="):
         smiles_file("train", path=str(tmp_path / "nope.smi"))
+
+
+@pytest.mark.parametrize("encoding", ["categorical", "onehot"])
+def test_the_packed_paths_equal_the_per_item_ones(qm9_small, encoding):
+    """space_statistics() and collate_all() (one pass over the packed tensors, what training uses) give
+    exactly space.fit and space.collate of the items, for both encodings; the statistics are cached."""
+    from diffkit.evaluation import split_items
+    from diffkit.recipe import collate_dataset
+
+    ds = qm9("train", source_limit=ROWS, encoding=encoding)
+    items, _ = split_items(ds)
+    assert ds.space_statistics() == ds.space.fit(items)
+    assert (Path(ds.info["stats_path"])).exists()
+    state, labels = collate_dataset(ds.space, ds)
+    reference = ds.space.collate(items)
+    assert labels is None and set(state) == set(reference)
+    assert all(torch.equal(state[k], reference[k]) for k in state)
+
+
+def test_a_damaged_packed_graph_is_named(qm9_small):
+    ds = qm9("test", source_limit=ROWS, subset=20)
+    ds.bonds = ds.bonds.clone()
+    ds.bonds[7, 0, 1] = 2  # one direction only: no longer symmetric
+    ds.bonds[7, 1, 0] = 1
+    with pytest.raises(SpaceError, match=r"graph 7 \(.*\) breaks a rule: bonds must be symmetric"):
+        ds.collate_all()
+    ds = qm9("test", source_limit=ROWS, subset=20)
+    ds.atoms = ds.atoms.clone()
+    ds.atoms[3, 0] = 9
+    with pytest.raises(SpaceError, match=r"graph 3 .*atom indices must lie in 0\.\.3"):
+        ds.check_packed()
