@@ -119,7 +119,7 @@ def _cmd_train(args) -> int:
     summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet,
                     max_minutes=args.minutes, init=args.init)
     print(json.dumps(summary))
-    print(f"wrote {out}/model.safetensors, {out}/config.json, {out}/log.jsonl", file=sys.stderr)
+    print(f"wrote {out}/config.json (pointing at its last checkpoint in {out}/checkpoints/) and {out}/log.jsonl", file=sys.stderr)
     return 0
 
 

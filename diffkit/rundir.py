@@ -23,8 +23,9 @@ old one or the new one, never a mixture. Unreferenced folders and ``*.tmp`` file
 behind; :func:`clean_stale` removes them when training next starts. Loading checks the format marker and
 the checksums before reading a tensor and refuses pickle files outright: nothing in a checkpoint runs.
 
-Format version 1 (``model.safetensors`` and ``trainer.safetensors`` beside ``config.json``, no
-``checkpoint`` key) is still read; resuming such a run writes version 2 from then on.
+A *flat* run keeps its tensor files beside ``config.json`` and has no ``checkpoint`` key: every run of format
+version 1 (before checkpoint folders) and the shipped models of :mod:`diffkit.pretrained`. Flat runs are
+read as before; resuming one writes checkpoint folders from then on.
 
 Files and folders are created with the process's umask, like ``log.jsonl``.
 """
@@ -187,7 +188,7 @@ def write_checkpoint(run_dir: str | Path, config: dict, files: dict[str, dict[st
         raise
     atomic_write_json(run_dir / "config.json", full)  # the commit
     _remove_unreferenced(run_dir, keep={full["checkpoint"], previous})
-    if old is not None and old.get("format_version", 1) < 2:  # the version-1 files are superseded now
+    if old is not None and not old.get("checkpoint"):  # the flat layout's files are superseded now
         for fname in TENSOR_FILES:
             (run_dir / fname).unlink(missing_ok=True)
     return full
@@ -291,8 +292,8 @@ def read_config(run_dir: str | Path) -> dict:
         raise CheckpointError(f"{path} has 'checksums' as {type(config.get('checksums')).__name__}, not a table of file name to SHA-256; restore config.json or retrain")
     if not isinstance(config.get("step", 0), int):
         raise CheckpointError(f"{path} has a non-integer 'step' ({config.get('step')!r}); restore config.json or retrain")
-    if version >= 2:
-        where = config.get("checkpoint")
+    if "checkpoint" in config:
+        where = config["checkpoint"]
         if not isinstance(where, str) or not where.startswith(f"{CHECKPOINTS}/") or ".." in where or "/" in where[len(CHECKPOINTS) + 1:]:
             raise CheckpointError(f"{path} names no checkpoint folder under {CHECKPOINTS}/ ('checkpoint': {where!r}); restore config.json or retrain")
     return config
@@ -327,19 +328,27 @@ def load_tensors(run_dir: str | Path, name: str, config: dict) -> dict[str, torc
         raise CheckpointError(f"{path} could not be read as safetensors ({exc}); it is corrupt, restore it or retrain") from None
 
 
-def check_shapes(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *, source: str, recipe: str, trained: str) -> None:
+def check_shapes(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *, source: str, recipe: str, trained: str | None = None) -> None:
     """Refuse weights that do not fit a model before torch tries: names the first missing, unexpected or
-    mis-shaped tensor, the recipe the weights were trained with and the one they are loaded into."""
-    where = f"{source} (trained with recipe {trained!r}) does not fit recipe {recipe!r}'s model"
+    mis-shaped tensor and the recipe(s) involved. ``trained`` is the recipe the weights were trained with when
+    it differs from the one they are loaded into (a resume); without it the weights belong to ``recipe`` by
+    their run's config.json and came from elsewhere."""
+    if trained is not None and trained != recipe:
+        where, fix = f"{source} (trained with recipe {trained!r}) does not fit recipe {recipe!r}'s model", "load it with the recipe it was trained with"
+    else:
+        where, fix = (f"{source} does not fit the model of recipe {recipe!r} its config.json records",
+                      "the weights come from another recipe or the installed plugin changed; restore the run's own files or retrain")
+        if trained is not None:
+            fix = "resume with the recipe the run was trained with or choose another --out"
     missing = [k for k in expected if k not in found]
     if missing:
-        raise CheckpointError(f"{where}: it lacks tensor {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + "; load it with the recipe it was trained with")
+        raise CheckpointError(f"{where}: it lacks tensor {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + f"; {fix}")
     unexpected = [k for k in found if k not in expected]
     if unexpected:
-        raise CheckpointError(f"{where}: it has an unknown tensor {unexpected[0]!r}; load it with the recipe it was trained with")
+        raise CheckpointError(f"{where}: it has an unknown tensor {unexpected[0]!r}; {fix}")
     for k, v in expected.items():
         if tuple(found[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(found[k].shape)}, the model needs {tuple(v.shape)}; load it with the recipe it was trained with")
+            raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(found[k].shape)}, the model needs {tuple(v.shape)}; {fix}")
 
 
 def prefixed(prefix: str, tensors: dict) -> dict:

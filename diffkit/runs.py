@@ -1,7 +1,7 @@
 """Trained runs: load one from its directory, draw samples, write them in the modality's natural form, score them.
 
 The layer above :mod:`diffkit.recipe` (which builds the components) and the run-directory format
-(``diffkit.training.checkpoint``): ``diffkit sample``, ``diffkit bench`` and ``diffkit eval`` go through here.
+(:mod:`diffkit.rundir`): ``diffkit sample``, ``diffkit bench`` and ``diffkit eval`` go through here.
 Each dataset split a command needs is loaded once per :class:`~diffkit.recipe.Run` (:meth:`Run.split`).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from diffkit.evaluation import EvalContext, run_metrics, split_items
 from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
 from diffkit.registry import KINDS, SINGULAR, RegistryError, names
 from diffkit.state import State
-from diffkit.training.checkpoint import CheckpointError, atomic_write_json, load_tensors, read_config, unprefixed
+from diffkit.rundir import CheckpointError, atomic_write_json, check_shapes, checkpoint_dir, load_tensors, read_config, unprefixed
 
 
 # --- loading a trained run ---------------------------------------------------------------------
@@ -37,9 +37,9 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
     run = build_run(recipe, stats=config.get("stats", {}), space=space)
     tensors = load_tensors(run_dir, "model.safetensors", config)
     state = unprefixed(weights, tensors) or unprefixed("model", tensors)
-    missing, unexpected = run.denoiser.backbone.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{run_dir}/model.safetensors does not fit the recipe's backbone (missing {missing[:3]}, unexpected {unexpected[:3]}); the run and the installed plugin disagree")
+    check_shapes(run.denoiser.backbone.state_dict(), state, source=str(checkpoint_dir(run_dir, config) / "model.safetensors"),
+                 recipe=str(recipe.get("name")))
+    run.denoiser.backbone.load_state_dict(state)
     run.denoiser.to(device).eval()
     run.extra["config"] = config
     return run

@@ -312,7 +312,7 @@ def test_resume_into_a_run_of_another_recipe_or_shape_is_refused(small_run, tmp_
 
     wide = tmp_path / "wide.toml"  # the same name, a wider model
     wide.write_text(TINY_RECIPE.format(steps=8, every=2).replace("hidden = 16", "hidden = 24"))
-    with pytest.raises(CheckpointError, match=r"has shape \(16, .*needs \(24, .*recipe it was trained with"):
+    with pytest.raises(CheckpointError, match=r"recipe 'kill-test'.*has shape \(16, .*needs \(24, .*resume with the recipe the run was trained with"):
         train(str(wide), small_run, resume=True, progress=False)
     renamed = tmp_path / "renamed.toml"
     renamed.write_text(TINY_RECIPE.format(steps=8, every=2).replace('name = "kill-test"', 'name = "other"'))
