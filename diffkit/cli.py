@@ -112,9 +112,10 @@ def _cmd_plugins(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from diffkit.recipe import recipe_is_path
     from diffkit.training.trainer import train
 
-    name = Path(args.recipe).stem if args.recipe.endswith(".toml") else args.recipe
+    name = Path(args.recipe).stem if recipe_is_path(args.recipe) else args.recipe.removeprefix("recipe:")
     out = args.out or str(Path("runs") / name)
     summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet,
                     max_minutes=args.minutes, init=args.init)

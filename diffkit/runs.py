@@ -6,7 +6,6 @@ Each dataset split a command needs is loaded once per :class:`~diffkit.recipe.Ru
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from diffkit.evaluation import EvalContext, run_metrics, split_items
 from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
 from diffkit.registry import KINDS, SINGULAR, RegistryError, names
 from diffkit.state import State
+from diffkit import rundir
 from diffkit.rundir import CheckpointError, atomic_write_json, check_shapes, checkpoint_dir, load_tensors, read_config, unprefixed
 
 
@@ -46,6 +46,17 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
 
 
 # --- sampling ---------------------------------------------------------------------------------------
+class NonFiniteSamples(RuntimeError):
+    """A sampler produced NaN or infinite values; nothing is written."""
+
+
+def positive_count(value, what: str) -> int:
+    """``value`` as a positive whole number, or a one-line ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()) or int(value) < 1:
+        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
 def reference_conditioning(run: Run, n: int, split: str | None = None) -> tuple[State, list | None, list]:
     """Conditioning for ``n`` samples, taken from the first ``n`` elements of the recipe's reference split
     (``[eval] reference``, default ``test``): the conditioning fields of their collated State, their labels
@@ -72,10 +83,11 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
 
     cfg = run.recipe["sample"]
     sampler = sampler or cfg["sampler"]
-    steps = int(steps or cfg["steps"])
+    n = positive_count(n, "the number of samples (--n)")
+    steps = positive_count(cfg["steps"] if steps is None else steps, "the number of sampling steps (--steps)")
     guidance = cfg.get("guidance") if guidance is None else guidance
     schedule = schedule or cfg.get("schedule")
-    batch_size = int(batch_size or cfg.get("batch_size", 1000))
+    batch_size = positive_count(cfg.get("batch_size", 1000) if batch_size is None else batch_size, "the sampling batch size")
     opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
     generator = torch.Generator().manual_seed(int(seed))
     fields = conditioning_fields(run.space)
@@ -101,6 +113,11 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
         for k in fields:
             template[k] = conditioning[k][start:start + b].to(device)
         out = run_sampler(counted, template, sampler=sampler, steps=steps, schedule=schedule, generator=generator, **opts)
+        for name, value in out.items():
+            if value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+                raise NonFiniteSamples(f"sampling gave NaN or infinite values in field {name!r} (samples {start} to {start + b - 1}); nothing was written. "
+                                       f"The run's weights are unusable (a diverged training?) or the sampler is unstable here: resume from an earlier "
+                                       f"checkpoint, retrain with a lower learning rate, or sample with more --steps")
         nfe, evaluations = counted.calls, evaluations + counted.calls
         items.extend(run.space.decode(out))
         bar.update(b)
@@ -155,13 +172,17 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if shipped:
         verify(run_dir)
     run = load_run(run_dir, device=device)
-    n = int(n or run.recipe["sample"]["n"])
+    n = positive_count(run.recipe["sample"]["n"] if n is None else n, "the number of samples (--n)")
+    if steps is not None:
+        positive_count(steps, "the number of sampling steps (--steps)")
     conditioning = cond_labels = cond_items = None
     if conditioning_fields(run.space):  # conditioned on reference elements: written beside the samples, in reference/
         conditioning, cond_labels, cond_items = reference_conditioning(run, n)
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
     out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is an existing file; choose a folder path for the samples")
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
     reference = None
@@ -180,8 +201,6 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     return summary
 
 
-def read_log(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+read_log = rundir.read_log  # the run's log.jsonl records (a line cut short by a kill is skipped)
 
 

@@ -203,14 +203,14 @@ class Trainer:
 
     def _diverged(self, what: str, rng_state: torch.Tensor | None, at_step: int | None = None) -> None:
         """Stop without writing: the checkpoint on disk is the last one whose weights were finite. When the
-        non-finite loss was computed from the very weights of that checkpoint, they are not good either and the
-        previous checkpoint (kept until a newer one is complete) becomes current again."""
+        non-finite loss or gradient was computed from the very weights of that checkpoint, they are not good
+        either and the previous checkpoint (kept until a newer one is complete) becomes current again."""
         at_step = self.step + 1 if at_step is None else at_step
         if rng_state is not None:
             self.generator.set_state(rng_state)
         self.optimizer.zero_grad(set_to_none=True)
         kept = self.checkpoint_step
-        if self.rank == 0 and what == "the loss" and kept == self.step and kept is not None:
+        if self.rank == 0 and what in ("the loss", "the gradient") and kept == self.step and kept is not None:
             restored = roll_back(self.out_dir)
             if restored is not None:
                 kept = int(restored["step"])
