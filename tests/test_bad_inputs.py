@@ -2,6 +2,7 @@
 in docs/contracts.md), or handled as documented."""
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,79 @@ def test_a_checkpoint_log_line_cut_by_a_kill_is_skipped(trained):
         assert read_log(trained) == before and all(math.isfinite(r["step"]) for r in before)
     finally:
         rundir.truncate_log(trained, read_config(trained)["step"])
+
+
+# --- 9 and 11: diffkit eval inputs ----------------------------------------------------------------------------------
+def _eval(capsys, path) -> tuple[int, str]:
+    return one_line_error(capsys, "eval", "--task", "gmm", str(path))
+
+
+def test_eval_of_an_empty_file_or_folder_is_an_error(tmp_path, capsys, monkeypatch):
+    import diffkit.recipe
+
+    def no_loading(*a, **k):
+        raise AssertionError("the samples must be checked before any dataset is loaded")
+
+    monkeypatch.setattr("diffkit.evaluator.load_dataset", no_loading)
+    (tmp_path / "empty.txt").write_text("")
+    code, line = _eval(capsys, tmp_path / "empty.txt")
+    assert code == 2 and "is empty: there are no samples to score" in line
+    (tmp_path / "folder").mkdir()
+    code, line = _eval(capsys, tmp_path / "folder")
+    assert code == 2 and "is a folder with no files" in line
+
+
+def test_eval_counts_and_skips_lines_that_are_not_utf8(tmp_path):
+    from diffkit.evaluator import evaluate_path
+
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"1.0 0.0\n0.0 1.0\n\xff\xfe 2.0\n-1.0 0.0\n0.0 -1.0\n")
+    result = evaluate_path("gmm", path)
+    assert result["n_read"] == 4 and result["n_invalid"] == 1
+    assert result["invalid"][0]["item"] == "s.txt line 3" and "not UTF-8" in result["invalid"][0]["reason"]
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: __import__("numpy").save(p, __import__("numpy").zeros((0, 2))), "no sample in"),
+    (lambda p: __import__("numpy").save(p, __import__("numpy").array([{"a": 1}], dtype=object), allow_pickle=True), "pickled .npy"),
+])
+def test_eval_of_an_empty_or_pickled_npy_gets_one_line(tmp_path, capsys, make, needle):
+    path = tmp_path / "s.npy"
+    make(path)
+    code, line = _eval(capsys, path)
+    assert code == 2 and needle in line
+    assert "allow_pickle" not in line, "never suggest allowing pickle"
+
+
+def test_eval_of_a_folder_for_a_one_file_space(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("1 2\n")
+    code, line = _eval(capsys, tmp_path / "d")
+    assert code == 2 and "is a folder; euclidean samples are one file" in line
+
+
+def test_smiles_file_with_a_non_utf8_byte_loses_one_line(tmp_path):
+    pytest.importorskip("rdkit")
+    from diffkit_molecule.space import MoleculeSpace
+
+    path = tmp_path / "samples.smi"
+    path.write_bytes(b"CCO\nC\xe9C\nc1ccccc1\n")
+    items, failures = MoleculeSpace(["C", "N", "O", "F"], max_atoms=9).read(path)
+    assert len(items) == 2 and len(failures) == 1
+    assert failures[0]["item"] == "samples.smi line 2" and "not UTF-8" in failures[0]["reason"]
+
+
+# --- 12: molecule spaces refuse values a cast would change ------------------------------------------------------
+@pytest.mark.parametrize("atoms,bonds,needle", [
+    ([0, 1.7], [[0, 1], [1, 0]], "atoms must be atom type indices (whole numbers), got 1.7"),
+    ([0, float("nan")], [[0, 1], [1, 0]], "atoms holds NaN, infinite or complex values"),
+    ([0, 1], [[0, 1.5], [1.5, 0]], "bonds must be bond orders (whole numbers), got 1.5"),
+    ([0, 1], [[0, float("inf")], [float("inf"), 0]], "bonds holds NaN, infinite or complex values"),
+])
+def test_molecular_graph_rejects_non_integral_values(atoms, bonds, needle):
+    from diffkit.spaces import MolecularGraph, SpaceError
+
+    space = MolecularGraph(["C", "N", "O"], max_atoms=5)
+    with pytest.raises(SpaceError, match=re.escape(needle)):
+        space.validate({"atoms": torch.tensor(atoms), "bonds": torch.tensor(bonds)})
+    assert space.validate({"atoms": torch.tensor([0.0, 1.0]), "bonds": torch.tensor([[0.0, 1.0], [1.0, 0.0]])})["atoms"].tolist() == [0, 1]
