@@ -29,7 +29,7 @@ import torch
 from diffkit.recipe import load_dataset, load_recipe
 
 from diffkit.runs import evaluate, generate, load_run, read_log
-from diffkit.training.checkpoint import atomic_write_json
+from diffkit.rundir import atomic_write_json
 from diffkit.training.trainer import train
 
 SHOWN = ["validity", "validity_relaxed", "connected", "uniqueness", "novelty", "vun", "fcd", "atom_types_distance", "bond_types_distance",

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from diffkit import __version__
-from diffkit.training.checkpoint import atomic_write_json, read_config
+from diffkit.rundir import atomic_write_json, read_config
 
 TIERS = ("quick", "standard", "full")
 DEFAULT_NFE = {"quick": [10], "standard": [10, 20, 50], "full": [10, 20, 50]}
