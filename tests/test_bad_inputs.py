@@ -227,8 +227,6 @@ def _eval(capsys, path) -> tuple[int, str]:
 
 
 def test_eval_of_an_empty_file_or_folder_is_an_error(tmp_path, capsys, monkeypatch):
-    import diffkit.recipe
-
     def no_loading(*a, **k):
         raise AssertionError("the samples must be checked before any dataset is loaded")
 
