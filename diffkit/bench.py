@@ -57,7 +57,7 @@ def discover_tasks() -> dict[str, dict]:
     tasks, broken = {}, {}
     for name in names("recipes"):
         try:
-            recipe = load_recipe(name)
+            recipe = load_recipe(f"recipe:{name}")  # a registered name, whatever files lie here
         except (RegistryError, ValueError) as exc:
             broken[name] = str(exc)
             continue

@@ -81,7 +81,7 @@ def load_recipe(recipe: str | Path | dict) -> dict:
     for section in ("data", "diffusion", "model"):
         if section not in out:
             raise RecipeError(f"recipe {out.get('name', recipe)!r} has no [{section}] section; see docs/contracts.md for the recipe format")
-    out.setdefault("name", str(recipe))
+    out.setdefault("name", str(recipe).removeprefix("recipe:"))
     out["train"] = {**TRAIN_DEFAULTS, **out.get("train", {})}
     out["sample"] = {**SAMPLE_DEFAULTS, **out.get("sample", {})}
     out.setdefault("eval", {"metrics": [], "reference": "test"})

@@ -316,3 +316,14 @@ def test_sliced_wasserstein_of_many_samples_works_a_block_of_directions_at_a_tim
     px = px[lo] * (1 - w) + px[(lo + 1).clamp(max=n - 1)] * w
     expected = float(((px - py) ** 2).mean().sqrt())
     assert sliced_wasserstein(x, y) == pytest.approx(expected, rel=1e-12)
+
+
+def test_bench_finds_its_tasks_when_files_named_like_them_lie_here(tmp_path, monkeypatch):
+    from diffkit.bench import discover_tasks
+
+    before = set(discover_tasks())
+    monkeypatch.chdir(tmp_path)
+    for name in before:
+        Path(name).write_text("not a recipe")
+    Path("gmm-quick").mkdir()
+    assert set(discover_tasks()) == before and "gmm" in before

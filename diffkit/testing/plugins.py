@@ -163,7 +163,7 @@ def _recipes_of(distribution: str) -> tuple:
     for (kind, name), comp in sorted(registry.discover().items()):
         if kind == "recipes" and _norm(comp.distribution) == _norm(distribution):
             try:
-                out.append((name, load_recipe(name)))
+                out.append((name, load_recipe(f"recipe:{name}")))
             except Exception:  # noqa: BLE001 - the recipe's own check reports it
                 out.append((name, None))
     return tuple(out)
