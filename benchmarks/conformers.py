@@ -25,7 +25,7 @@ import torch
 from diffkit.evaluation import split_items
 from diffkit.recipe import conditioning_fields
 from diffkit.runs import conditioning_state, generate, load_run
-from diffkit.training.checkpoint import atomic_write_json
+from diffkit.rundir import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qm9_3d import machine, train_run, training_figures  # noqa: E402

@@ -38,7 +38,7 @@ import torch
 from diffkit.recipe import load_dataset, load_recipe
 
 from diffkit.runs import evaluate, generate, load_run, read_log
-from diffkit.training.checkpoint import atomic_write_json
+from diffkit.rundir import atomic_write_json
 from diffkit.training.trainer import train
 
 SHOWN = ["validity", "validity_relaxed", "connected", "valid_connected", "uniqueness", "novelty", "novelty_all_splits", "vun", "fcd", "fcd_floor",

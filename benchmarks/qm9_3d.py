@@ -34,7 +34,7 @@ import torch
 
 from diffkit.evaluation import split_items
 from diffkit.runs import evaluate, generate, load_run, read_log
-from diffkit.training.checkpoint import atomic_write_json
+from diffkit.rundir import atomic_write_json
 from diffkit.training.trainer import train
 
 SHOWN = ["molecule_stability", "atom_stability", "molecule_stability_distances", "atom_stability_distances", "validity", "validity_largest_fragment",

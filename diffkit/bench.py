@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from diffkit import __version__
-from diffkit.training.checkpoint import atomic_write_json, read_config
+from diffkit.rundir import atomic_write_json, read_config
 
 TIERS = ("quick", "standard", "full")
 DEFAULT_NFE = {"quick": [10], "standard": [10, 20, 50], "full": [10, 20, 50]}
@@ -57,7 +57,7 @@ def discover_tasks() -> dict[str, dict]:
     tasks, broken = {}, {}
     for name in names("recipes"):
         try:
-            recipe = load_recipe(name)
+            recipe = load_recipe(f"recipe:{name}")  # a registered name, whatever files lie here
         except (RegistryError, ValueError) as exc:
             broken[name] = str(exc)
             continue

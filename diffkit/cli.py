@@ -128,15 +128,16 @@ def _check_device(device: str) -> None:
 
 
 def _cmd_train(args) -> int:
+    from diffkit.recipe import recipe_is_path
     from diffkit.training.trainer import train
 
     _check_device(args.device)
-    name = Path(args.recipe).stem if args.recipe.endswith(".toml") else args.recipe
+    name = Path(args.recipe).stem if recipe_is_path(args.recipe) else args.recipe.removeprefix("recipe:")
     out = args.out or str(Path("runs") / name)
     summary = train(args.recipe, out, steps=args.steps, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet,
                     max_minutes=args.minutes, init=args.init)
     print(json.dumps(summary))
-    print(f"wrote {out}/model.safetensors, {out}/config.json, {out}/log.jsonl", file=sys.stderr)
+    print(f"wrote {out}/config.json (pointing at its last checkpoint in {out}/checkpoints/) and {out}/log.jsonl", file=sys.stderr)
     return 0
 
 

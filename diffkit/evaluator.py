@@ -47,17 +47,29 @@ def definitions_markdown(first_party_only: bool = False) -> str:
     return "\n".join(lines)
 
 
+def check_samples_path(samples: Path) -> None:
+    """Refuse, in one line, a samples path that holds nothing: missing, an empty file, or a folder without files."""
+    if not samples.exists():
+        raise FileNotFoundError(f"{samples} does not exist; pass a file or folder of samples in the task's natural format")
+    if samples.is_file() and samples.stat().st_size == 0:
+        raise ValueError(f"{samples} is empty: there are no samples to score; pass the file 'diffkit sample' wrote")
+    if samples.is_dir() and not any(p.is_file() and not p.name.startswith(".") for p in samples.rglob("*")):
+        raise ValueError(f"{samples} is a folder with no files: there are no samples to score; pass the folder 'diffkit sample' wrote")
+
+
 def evaluate_path(task: str, samples: str | Path, reference: str | Path | None = None) -> dict:
     recipe = load_recipe(task)
     names = recipe.get("eval", {}).get("metrics", [])
     if not names:
         raise ValueError(f"task {task!r} names no metrics in its [eval] table; choose a task with metrics (see 'diffkit plugins')")
     samples = Path(samples)
-    if not samples.exists():
-        raise FileNotFoundError(f"{samples} does not exist; pass a file or folder of samples in the task's natural format")
+    check_samples_path(samples)  # before any dataset is loaded (QM9 takes minutes)
     train = load_dataset(recipe, "train")
     space = train.space
     items, labels, failures = space.read_labelled(samples)
+    if not items:
+        first = f"; the first: {failures[0]['item']}: {failures[0]['reason']}" if failures else ""
+        raise ValueError(f"no sample in {samples} could be read ({len(failures)} unreadable{first}); pass samples in task {task!r}'s natural format")
     if reference is not None:
         ref_items, ref_labels, ref_failures = space.read_labelled(Path(reference))
     else:

@@ -57,7 +57,7 @@ def card(name_or_dir: str | Path) -> dict:
 
 def verify(path: Path) -> dict:
     """Check every file of a shipped model against the SHA-256 in its card; returns the card."""
-    from diffkit.training.checkpoint import sha256
+    from diffkit.rundir import sha256
 
     info = json.loads((Path(path) / CARD).read_text())
     for fname, expected in info["sha256"].items():
@@ -90,7 +90,7 @@ def resolve(target: str | Path) -> tuple[Path, str | None]:
 def export(run_dir: str | Path, dest: str | Path, *, figures: dict, made_by: str, tolerance: dict, weights: str = "ema") -> dict:
     """Cut a trained run down to a shipped model in ``dest``: the ``weights`` (EMA by default) under the prefix
     sampling reads, its config with checksums for that file alone, and the card. Returns the card."""
-    from diffkit.training.checkpoint import atomic_save_tensors, atomic_write_json, load_tensors, prefixed, read_config, sha256, unprefixed
+    from diffkit.rundir import atomic_save_tensors, atomic_write_json, load_tensors, prefixed, read_config, sha256, unprefixed
 
     run_dir, dest = Path(run_dir), Path(dest)
     config = read_config(run_dir)
@@ -101,7 +101,7 @@ def export(run_dir: str | Path, dest: str | Path, *, figures: dict, made_by: str
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     digest = atomic_save_tensors(dest / "model.safetensors", prefixed("ema", tensors), {"format": config["format"]})
-    shipped = {k: v for k, v in config.items() if k not in ("optimizer", "checksums", "world_size")}
+    shipped = {k: v for k, v in config.items() if k not in ("optimizer", "checksums", "world_size", "checkpoint", "previous")}  # a flat run: files beside config.json
     shipped["checksums"] = {"model.safetensors": digest}
     atomic_write_json(dest / "config.json", shipped)
     info = {

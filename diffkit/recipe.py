@@ -8,6 +8,7 @@ runs, ``diffkit.training`` for training) start from here, and nothing here impor
 from __future__ import annotations
 
 import copy
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,30 +37,54 @@ class RecipeError(ValueError):
 
 
 # --- recipes -------------------------------------------------------------------------------------
+def recipe_is_path(recipe: str | Path) -> bool:
+    """Whether ``recipe`` names a file rather than a registered recipe: a ``Path``, or text that ends in
+    ``.toml`` or is written as a path (holds a ``/``, or starts with ``.`` or ``~``). Anything else is a
+    registered name, whatever files lie in the working directory."""
+    if isinstance(recipe, Path):
+        return True
+    text = str(recipe)
+    return text.endswith(".toml") or "/" in text or os.sep in text or text.startswith((".", "~"))
+
+
 def load_recipe(recipe: str | Path | dict) -> dict:
-    """A recipe dict from a dict, a TOML path or a registered recipe name."""
+    """A recipe dict from a dict, a TOML path or a registered recipe name (:func:`recipe_is_path` tells which).
+
+    A bare word is a registered name; ``recipe:NAME`` always is. A bare word that is also a file here is
+    ambiguous and refused with a one-line error (write ``./NAME`` for the file); a folder of that name is no
+    recipe and never shadows one."""
     if isinstance(recipe, dict):
         out = copy.deepcopy(recipe)
+    elif not str(recipe).startswith("recipe:") and recipe_is_path(recipe):
+        path = Path(recipe).expanduser()
+        if not path.exists():
+            raise RecipeError(f"recipe file {path} does not exist; pass a registered recipe name (diffkit plugins) or a TOML path")
+        if path.is_dir():
+            raise RecipeError(f"recipe {path} is a folder; pass a TOML file or a registered recipe name (diffkit plugins)")
+        try:
+            out = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"recipe file {path} is not valid TOML ({exc}); fix the syntax") from None
     else:
         text = str(recipe)
-        path = Path(text)
-        if text.endswith(".toml") or path.exists():
-            if not path.exists():
-                raise RecipeError(f"recipe file {path} does not exist; pass a registered recipe name (diffkit plugins) or a TOML path")
-            try:
-                out = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise RecipeError(f"recipe file {path} is not valid TOML ({exc}); fix the syntax") from None
-        else:
-            try:
-                obj = load("recipes", text)
-            except RegistryError as exc:
-                raise RecipeError(str(exc)) from None
-            out = obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
+        explicit = text.startswith("recipe:")
+        name = text.split(":", 1)[1] if explicit else text
+        try:
+            obj = load("recipes", name)
+        except RegistryError as exc:
+            if not explicit and Path(name).is_file():
+                raise RecipeError(f"no recipe named {name!r} is registered, but a file {name} is here; write ./{name} to read it as a recipe file") from None
+            raise RecipeError(str(exc)) from None
+        if not explicit and Path(name).is_file():
+            raise RecipeError(f"{name!r} is both a registered recipe and a file here; write ./{name} for the file or recipe:{name} for the registered recipe")
+        out = obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
     from diffkit.recipe_schema import validate_recipe
 
     validate_recipe(out, out.get("name", str(recipe)) if isinstance(out, dict) else str(recipe))  # typos are errors, not defaults
-    out.setdefault("name", str(recipe))
+    for section in ("data", "diffusion", "model"):
+        if section not in out:
+            raise RecipeError(f"recipe {out.get('name', recipe)!r} has no [{section}] section; see docs/contracts.md for the recipe format")
+    out.setdefault("name", str(recipe).removeprefix("recipe:"))
     out["train"] = {**TRAIN_DEFAULTS, **out.get("train", {})}
     out["sample"] = {**SAMPLE_DEFAULTS, **out.get("sample", {})}
     out.setdefault("eval", {"metrics": [], "reference": "test"})
@@ -78,6 +103,9 @@ def load_dataset(recipe: dict, split: str = "train"):
         raise RecipeError(f"dataset {data['dataset']!r} has no .space (a diffkit Space); datasets must say what their elements are")
     if data.get("space"):
         space = dataset.space
+        unknown = sorted(set(data["space"]) - set(space.config()))
+        if unknown:
+            raise RecipeError(f"[data] space option(s) {unknown} are not options of space {space.name!r}; its options are {sorted(space.config())}")
         try:
             dataset.space = type(space)(**{**space.config(), **data["space"]})
         except TypeError as exc:
@@ -86,8 +114,12 @@ def load_dataset(recipe: dict, split: str = "train"):
 
 
 def build_space(spec: dict) -> Space:
+    """The space a run's config.json describes: ``{"name": registered space, "config": its keyword arguments}``."""
     cls = load("spaces", spec["name"])
-    return cls(**spec["config"])
+    try:
+        return cls(**spec["config"])
+    except TypeError as exc:
+        raise RecipeError(f"space {spec['name']!r} takes no options {spec['config']} as recorded ({exc}); the run was written by another version of its plugin") from None
 
 
 def conditioning_fields(space: Space) -> list[str]:

@@ -45,10 +45,16 @@ class Component:
 _CACHE: dict | None = None
 _LOADED: dict = {}
 _LOCAL: dict = {}
+_SHADOWED: list = []  # plugins' claims on core names, ignored and reported
+CORE = "diffkit"
 
 
 def _scan() -> dict:
+    """Every entry point by ``(kind, name)``. The core's names win over a plugin's: a plugin registering a
+    core name never disables the core component for everyone; its claim is listed apart (``_SHADOWED``) as a
+    conflict. Two plugins claiming one name are a conflict that makes the name unusable until one is removed."""
     found: dict = {}
+    _SHADOWED.clear()
     for kind in KINDS:
         seen = set()
         for ep in metadata.entry_points(group=f"diffkit.{kind}"):
@@ -59,6 +65,14 @@ def _scan() -> dict:
                 continue  # the same distribution seen twice on sys.path
             seen.add((key, dist, ep.value))
             comp = Component(kind, ep.name, ep.value, dist, version)
+            if key in found and CORE in (dist, found[key].distribution) and found[key].distribution != dist:
+                core, claim = (comp, found[key]) if dist == CORE else (found[key], comp)
+                claim.status = "conflict"
+                claim.error = (f"{claim.distribution} also registers the core {SINGULAR[kind]} {ep.name!r}; the core's is used and this claim ignored. "
+                               f"Rename it in {claim.distribution}")
+                _SHADOWED.append(claim)
+                found[key] = core
+                continue
             if key in found and found[key].distribution != dist:
                 other = found[key]
                 other.claimants.append(f"{dist} {version}")
@@ -135,7 +149,9 @@ def load(kind: str, name: str, provided_by: str | None = None):
         obj = importlib_import(module)
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - any failure of a plugin is reported, never fatal elsewhere
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure of a plugin (sys.exit on import included) is reported, never fatal elsewhere
         comp.status, comp.error = "broken", f"{type(exc).__name__}: {exc}"
         raise RegistryError(f"{SINGULAR[kind]} {name!r} from {comp.distribution} {comp.version} is broken ({comp.error}); reinstall or fix that plugin") from exc
     comp.status = "ok"
@@ -150,7 +166,8 @@ def importlib_import(module: str):
 
 
 def components(check: bool = True) -> list[Component]:
-    """Every discovered component; with ``check`` each is imported to report ``ok`` or ``broken``."""
+    """Every discovered component; with ``check`` each is imported to report ``ok`` or ``broken``. Plugins'
+    claims on core names follow, with status ``conflict``."""
     out = []
     for (kind, name), comp in sorted(discover().items()):
         if check and comp.status not in ("conflict",):
@@ -159,4 +176,4 @@ def components(check: bool = True) -> list[Component]:
             except RegistryError:
                 pass
         out.append(comp)
-    return out
+    return out + sorted(_SHADOWED, key=lambda c: (c.kind, c.name, c.distribution))  # plugins' ignored claims on core names

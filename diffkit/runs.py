@@ -1,7 +1,7 @@
 """Trained runs: load one from its directory, draw samples, write them in the modality's natural form, score them.
 
 The layer above :mod:`diffkit.recipe` (which builds the components) and the run-directory format
-(``diffkit.training.checkpoint``): ``diffkit sample``, ``diffkit bench`` and ``diffkit eval`` go through here.
+(:mod:`diffkit.rundir`): ``diffkit sample``, ``diffkit bench`` and ``diffkit eval`` go through here.
 Each dataset split a command needs is loaded once per :class:`~diffkit.recipe.Run` (:meth:`Run.split`).
 """
 from __future__ import annotations
@@ -18,8 +18,9 @@ from diffkit.evaluation import EvalContext, run_metrics, split_items
 from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
 from diffkit.recipe_schema import check_component
 from diffkit.registry import KINDS, SINGULAR, RegistryError, names
+from diffkit import rundir
+from diffkit.rundir import CheckpointError, atomic_write_json, check_shapes, checkpoint_dir, load_tensors, read_config, unprefixed
 from diffkit.state import MASK_FIELDS, State
-from diffkit.training.checkpoint import CheckpointError, atomic_write_json, load_tensors, read_config, unprefixed
 
 
 # --- loading a trained run ---------------------------------------------------------------------
@@ -40,9 +41,9 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
     run = build_run(recipe, stats=config.get("stats", {}), space=space, representation=representation)
     tensors = load_tensors(run_dir, "model.safetensors", config)
     state = unprefixed(weights, tensors) or unprefixed("model", tensors)
-    missing, unexpected = run.denoiser.backbone.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{run_dir}/model.safetensors does not fit the recipe's backbone (missing {missing[:3]}, unexpected {unexpected[:3]}); the run and the installed plugin disagree")
+    check_shapes(run.denoiser.backbone.state_dict(), state, source=str(checkpoint_dir(run_dir, config) / "model.safetensors"),
+                 recipe=str(recipe.get("name")))
+    run.denoiser.backbone.load_state_dict(state)
     run.denoiser.to(device).eval()
     run.extra["config"] = config
     return run
@@ -63,6 +64,17 @@ def _load_representation(run_dir: Path, config: dict):
 
 
 # --- sampling ---------------------------------------------------------------------------------------
+class NonFiniteSamples(RuntimeError):
+    """A sampler produced NaN or infinite values; nothing is written."""
+
+
+def positive_count(value, what: str) -> int:
+    """``value`` as a positive whole number, or a one-line ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()) or int(value) < 1:
+        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
 def reference_conditioning(run: Run, n: int, split: str | None = None) -> tuple[State, list | None, list]:
     """Conditioning for ``n`` samples, taken from the first ``n`` elements of the recipe's reference split
     (``[eval] reference``, default ``test``): the conditioning fields of their collated State, their labels
@@ -100,10 +112,11 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     sampler = sampler or cfg["sampler"]
     if isinstance(sampler, str):  # checked before anything is drawn, so the error never shares a line with a progress bar
         check_component("samplers", sampler, "sampler")
-    steps = int(steps or cfg["steps"])
+    n = positive_count(n, "the number of samples (--n)")
+    steps = positive_count(cfg["steps"] if steps is None else steps, "the number of sampling steps (--steps)")
     guidance = cfg.get("guidance") if guidance is None else guidance
     schedule = schedule or cfg.get("schedule")
-    batch_size = int(batch_size or cfg.get("batch_size", 1000))
+    batch_size = positive_count(cfg.get("batch_size", 1000) if batch_size is None else batch_size, "the sampling batch size")
     opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
     generator = torch.Generator().manual_seed(int(seed))
     fields = conditioning_fields(run.space)
@@ -130,6 +143,11 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
             for k in fields + [m for m in MASK_FIELDS if m in conditioning]:
                 template[k] = conditioning[k][start:start + b].to(device)
         out = run_sampler(counted, template, sampler=sampler, steps=steps, schedule=schedule, generator=generator, **opts)
+        for name, value in out.items():
+            if value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+                raise NonFiniteSamples(f"sampling gave NaN or infinite values in field {name!r} (samples {start} to {start + b - 1}); nothing was written. "
+                                       f"The run's weights are unusable (a diverged training?) or the sampler is unstable here: resume from an earlier "
+                                       f"checkpoint, retrain with a lower learning rate, or sample with more --steps")
         nfe, evaluations = counted.calls, evaluations + counted.calls
         items.extend(run.to_data(run.space.decode(out)))  # a two-stage run decodes its codes back to data
         bar.update(b)
@@ -201,7 +219,9 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if guidance is not None and not run.num_classes:
         raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
                          f"which is unconditional ([model] num_classes = 0); drop --guidance")
-    n = int(n or run.recipe["sample"]["n"])
+    n = positive_count(run.recipe["sample"]["n"] if n is None else n, "the number of samples (--n)")
+    if steps is not None:
+        positive_count(steps, "the number of sampling steps (--steps)")
     conditioning = cond_labels = cond_items = None
     read_summary = None
     if reference is not None:
@@ -212,6 +232,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
     out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is an existing file; choose a folder path for the samples")
     if out.is_dir() and any(out.iterdir()):
         print(f"diffkit sample: {out} already holds samples; writing over them (pass --out DIR to keep both)", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,8 +279,6 @@ def file_conditioning(run: Run, path: str | Path, per_element: int) -> tuple[Sta
     return conditioning_state(run.space.collate(items), fields), labels, items, summary
 
 
-def read_log(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+read_log = rundir.read_log  # the run's log.jsonl records (a line cut short by a kill is skipped)
 
 

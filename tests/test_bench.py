@@ -6,6 +6,7 @@ import pytest
 from diffkit import registry
 from diffkit.bench import discover_tasks, run_bench
 from diffkit.recipe import load_recipe
+from diffkit.rundir import tensor_path
 
 
 @pytest.fixture
@@ -45,9 +46,9 @@ def test_quick_bench_report_structure_and_finite_figures(tiny_task, tmp_path):
 
 def test_interrupted_bench_resumes_without_redoing_tasks(tiny_task, tmp_path):
     run_bench("quick", [tiny_task], out=tmp_path, progress=False)
-    stamp = (tmp_path / "tasks" / tiny_task / "run" / "model.safetensors").stat().st_mtime_ns
+    stamp = tensor_path(tmp_path / "tasks" / tiny_task / "run").stat().st_mtime_ns
     run_bench("quick", [tiny_task], out=tmp_path, progress=False)
-    assert (tmp_path / "tasks" / tiny_task / "run" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert tensor_path(tmp_path / "tasks" / tiny_task / "run").stat().st_mtime_ns == stamp
 
 
 def test_unknown_task_is_a_clear_error(tmp_path):

@@ -12,6 +12,7 @@ import diffkit
 from diffkit import pretrained, registry
 from diffkit.pretrained import PretrainedError, export, resolve
 from diffkit.recipe import load_recipe
+from diffkit.rundir import tensor_path
 from diffkit.training.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_export_keeps_only_what_sampling_needs(shipped):
     config = json.loads((root / "gmm-tiny" / "config.json").read_text())
     assert "optimizer" not in config and list(config["checksums"]) == ["model.safetensors"]
     assert info["recipe"] == "gmm-tiny" and info["steps"] == 20 and info["bytes"]["model.safetensors"] > 0
-    full = (root / "run" / "model.safetensors").stat().st_size
+    full = tensor_path(root / "run").stat().st_size
     assert info["bytes"]["model.safetensors"] < 0.6 * full  # EMA weights only
 
 

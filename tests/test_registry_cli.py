@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from diffkit import registry
+from diffkit.rundir import tensor_path
 
 
 def make_dist(root: Path, name: str, entry_points: str, modules: dict | None = None) -> Path:
@@ -116,8 +117,9 @@ def test_cli_train_then_sample_writes_natural_outputs(tmp_path):
     res = run_cli("train", "gmm-quick", "--out", str(out), "--steps", "200", "--seed", "3", "--quiet")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1])["steps"] == 200
-    for name in ("model.safetensors", "config.json", "log.jsonl"):
+    for name in ("config.json", "log.jsonl"):
         assert (out / name).exists()
+    assert tensor_path(out).exists()
     res = run_cli("sample", str(out), "--n", "500", "--sampler", "heun", "--steps", "10", "--out", str(tmp_path / "s"), "--quiet")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
@@ -141,3 +143,40 @@ def test_cli_train_accepts_a_toml_recipe(tmp_path):
     bad.write_text("name = 'x'\n[data\n")
     res = run_cli("train", str(bad))
     assert res.returncode == 2 and "not valid TOML" in res.stderr
+
+
+@pytest.fixture
+def hostile_plugins(tmp_path, monkeypatch):
+    make_dist(tmp_path, "exit-plugin", """
+        [diffkit.metrics]
+        exits-on-import = exit_mod:metric
+        """, {"exit_mod": "import sys\nsys.exit(3)\n"})
+    make_dist(tmp_path, "squatter", """
+        [diffkit.backbones]
+        mlp = squat_mod:build
+        """, {"squat_mod": "def build(*a, **k):\n    raise RuntimeError('not the real mlp')\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.discover(refresh=True)
+    yield tmp_path
+    monkeypatch.undo()
+    registry.discover(refresh=True)
+
+
+def test_plugin_calling_sys_exit_on_import_is_reported_as_broken(hostile_plugins):
+    with pytest.raises(registry.RegistryError, match=r"metric 'exits-on-import' from exit-plugin 0.3 is broken \(SystemExit: 3\)"):
+        registry.load("metrics", "exits-on-import")
+    res = run_cli("plugins", "--json", extra_path=hostile_plugins)
+    assert res.returncode == 0, res.stderr
+    rows = {(r["kind"], r["name"], r["distribution"]): r for r in json.loads(res.stdout)}
+    assert rows[("metric", "exits-on-import", "exit-plugin")]["status"] == "broken"
+    res = run_cli("eval", "--help", extra_path=hostile_plugins)
+    assert res.returncode == 0 and "exits-on-import" in res.stdout and "SystemExit" in res.stdout, res.stderr[-2000:]
+
+
+def test_a_plugin_claiming_a_core_name_never_disables_the_core_component(hostile_plugins):
+    from diffkit.backbones import build_mlp
+
+    assert registry.load("backbones", "mlp") is build_mlp
+    assert registry.discover()[("backbones", "mlp")].distribution == "diffkit"
+    claims = [c for c in registry.components(check=False) if c.name == "mlp" and c.distribution == "squatter"]
+    assert len(claims) == 1 and claims[0].status == "conflict" and "the core's is used" in claims[0].error and "Rename it in squatter" in claims[0].error

@@ -120,7 +120,7 @@ def test_two_stage_run_trains_saves_its_first_stage_and_samples_without_the_cach
 
 
 def test_a_run_whose_first_stage_weights_are_corrupt_is_refused(tmp_path):
-    from diffkit.training.checkpoint import CheckpointError
+    from diffkit.rundir import CheckpointError
 
     with private_cache(tmp_path / "cache"):
         train(_two_stage_recipe(), tmp_path / "run", progress=False)

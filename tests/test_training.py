@@ -14,6 +14,7 @@ from diffkit.metrics import sliced_wasserstein
 from diffkit.oracle import ring
 from diffkit.recipe import load_recipe
 from diffkit.runs import generate, load_run, read_log
+from diffkit.rundir import tensor_path
 from diffkit.training import CheckpointError
 from diffkit.training.trainer import TrainingDiverged, train
 
@@ -29,15 +30,21 @@ def small_recipe(**train_overrides):
 
 
 def weights(run_dir):
-    return load_file(str(Path(run_dir) / "model.safetensors"))
+    return load_file(str(tensor_path(run_dir)))
 
 
 def test_run_directory_layout_and_log(tmp_path):
     summary = train(small_recipe(), tmp_path / "run", progress=False)
     assert summary["steps"] == 40
     names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"model.safetensors", "trainer.safetensors", "config.json", "log.jsonl"} <= names
-    assert not [n for n in names if n.endswith(".tmp")], "temporary files must not outlive a write"
+    assert names == {"checkpoints", "config.json", "log.jsonl"}
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["checkpoint"].startswith("checkpoints/step-00000040.")
+    checkpoint = tmp_path / "run" / config["checkpoint"]
+    assert {p.name for p in checkpoint.iterdir()} == {"model.safetensors", "trainer.safetensors", "checkpoint.json"}
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert len(kept) == 2 and kept[0].startswith("step-00000020.") and config["previous"] == f"checkpoints/{kept[0]}", "the previous checkpoint is kept"
+    assert not [p for p in (tmp_path / "run").rglob("*.tmp")], "temporary files must not outlive a write"
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["format"] == "diffkit-run" and config["step"] == 40
     log = read_log(tmp_path / "run")
@@ -94,9 +101,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         recipe["model"]["backbone"] = "poison-after-7"
         with pytest.raises(TrainingDiverged, match="step 8") as err:
             train(recipe, tmp_path / "run", progress=False)
-        assert "last good checkpoint (step 7)" in str(err.value)
+        assert "last good checkpoint (step 5)" in str(err.value)
         config = json.loads((tmp_path / "run" / "config.json").read_text())
-        assert config["step"] == 7
+        assert config["step"] == 5
         w = weights(tmp_path / "run")
         assert all(torch.isfinite(v).all() for v in w.values())
     finally:
@@ -110,7 +117,7 @@ def trained(tmp_path):
 
 
 def test_truncated_checkpoint_is_refused(trained):
-    path = trained / "model.safetensors"
+    path = tensor_path(trained)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
@@ -118,7 +125,7 @@ def test_truncated_checkpoint_is_refused(trained):
 
 
 def test_flipped_byte_is_refused(trained):
-    path = trained / "model.safetensors"
+    path = tensor_path(trained)
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -150,11 +157,11 @@ class _Trap:
 
 def test_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_path):
     marker = tmp_path / "executed"
-    (trained / "model.safetensors").write_bytes(pickle.dumps(_Trap(str(marker))))
+    (tensor_path(trained)).write_bytes(pickle.dumps(_Trap(str(marker))))
     with pytest.raises(CheckpointError, match="pickle"):
         load_run(trained)
     assert not marker.exists()
-    torch.save({"w": torch.zeros(2)}, trained / "model.safetensors")  # zip-based torch.save format
+    torch.save({"w": torch.zeros(2)}, tensor_path(trained))  # zip-based torch.save format
     with pytest.raises(CheckpointError, match="pickle"):
         load_run(trained)
 
@@ -165,7 +172,7 @@ def test_safetensors_whose_header_length_looks_like_a_pickle_or_zip_is_accepted(
     opening byte) or its low two bytes spell "PK" (a zip's), the file is still safetensors and is loaded."""
     from safetensors.torch import save_file
 
-    from diffkit.training.checkpoint import _refuse_foreign
+    from diffkit.rundir import _refuse_foreign
 
     def write(pad: int) -> int:  # the header grows by exactly ``pad`` bytes when ``pad`` keeps its 8-byte alignment
         save_file({"w": torch.arange(3.0)}, str(path), metadata={"pad": "x" * pad})

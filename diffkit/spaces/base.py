@@ -146,3 +146,19 @@ def check_items(items: Iterable[Any], what: str) -> list:
     if not items:
         raise SpaceError(f"{what}: got an empty batch; pass at least one element")
     return items
+
+
+def text_lines(path: Path) -> tuple[list[tuple[int, str]], list[dict]]:
+    """The non-blank lines of a text file as ``(line number, text)``, and a failure (``{"item", "reason"}``)
+    for each line that is not UTF-8, so one bad byte costs one line, never the file."""
+    path = Path(path)
+    lines, failures = [], []
+    for k, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            failures.append({"item": f"{path.name} line {k}", "reason": f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"})
+            continue
+        if text.strip():
+            lines.append((k, text))
+    return lines, failures

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from diffkit.spaces.base import FieldSpec, Space, SpaceError, as_float_tensor, check_items
+from diffkit.spaces.base import FieldSpec, Space, SpaceError, as_float_tensor, check_items, text_lines
 from diffkit.state import State
 
 
@@ -53,6 +53,8 @@ class EuclideanSpace(Space):
     def read(self, path: Path) -> tuple[list, list[dict]]:
         """Vectors from ``.safetensors`` (tensor ``x``), ``.npy``, or text (one vector per line)."""
         path = Path(path)
+        if path.is_dir():
+            raise SpaceError(f"{path} is a folder; euclidean samples are one file: samples.safetensors (tensor 'x'), a .npy array or text, one vector per line")
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -60,17 +62,25 @@ class EuclideanSpace(Space):
         elif path.suffix == ".npy":
             import numpy as np
 
-            rows = torch.from_numpy(np.load(path, allow_pickle=False))
+            try:
+                array = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                if "pickle" in str(exc):
+                    raise SpaceError(f"{path} holds Python objects (a pickled .npy), which diffkit never loads because loading them can run code; "
+                                     f"save a numeric array instead (np.save(path, array.astype(float)))") from None
+                raise SpaceError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0]}); save it again with np.save") from None
+            if array.dtype.kind not in "fiub":
+                raise SpaceError(f"{path} holds a {array.dtype} array; euclidean samples are numbers, save a float array")
+            rows = torch.from_numpy(array.astype("float32")) if array.size else []
         else:
-            rows, names, failures = [], [], []
-            for i, line in enumerate(path.read_text().splitlines()):
-                if not line.strip():
-                    continue
+            lines, failures = text_lines(path)
+            rows, names = [], []
+            for k, line in lines:
                 try:
                     rows.append(torch.tensor([float(v) for v in line.replace(",", " ").split()]))
-                    names.append(f"line {i + 1}")
+                    names.append(f"line {k}")
                 except ValueError:
-                    failures.append({"item": f"line {i + 1}", "reason": "not numbers"})
+                    failures.append({"item": f"line {k}", "reason": "not numbers"})
             items, more = self._validate_all(rows, names)
             return items, failures + more
         return self._validate_all(list(rows), [f"row {i}" for i in range(len(rows))])

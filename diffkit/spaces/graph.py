@@ -18,6 +18,22 @@ from diffkit.state import State
 BOND_TYPES = ("none", "single", "double", "triple")
 
 
+
+def _whole_numbers(values, field: str, what: str) -> torch.Tensor:
+    """``values`` as a long tensor, refusing what a cast would silently change: non-integral values
+    (1.7 would become 1), NaN and infinities."""
+    try:
+        t = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SpaceError(f"MolecularGraph: {field} must be {what} (whole numbers), got values torch cannot read ({exc})") from None
+    if t.dtype.is_floating_point or t.is_complex():
+        if t.is_complex() or not bool(torch.isfinite(t).all()):
+            raise SpaceError(f"MolecularGraph: {field} holds NaN, infinite or complex values; they must be {what} (whole numbers)")
+        bad = t[t != t.round()]
+        if bad.numel():
+            raise SpaceError(f"MolecularGraph: {field} must be {what} (whole numbers), got {float(bad.flatten()[0]):g}; round them or fix the data")
+    return t.long()
+
 class MolecularGraph(Space):
     """Graphs of ``n <= max_atoms`` atoms of ``len(atom_types)`` types with a bond order for every pair.
 
@@ -60,7 +76,7 @@ class MolecularGraph(Space):
             if unknown:
                 raise SpaceError(f"MolecularGraph: atom type(s) {unknown} are not in the vocabulary {list(self.atom_types)}; extend atom_types or filter these molecules")
             atoms = [self.atom_types.index(a) for a in atoms]
-        atoms = torch.as_tensor(atoms).long().reshape(-1)
+        atoms = _whole_numbers(atoms, "atoms", "atom type indices").reshape(-1)
         n = atoms.numel()
         if n < 1:
             raise SpaceError("MolecularGraph: a graph needs at least one atom")
@@ -68,7 +84,7 @@ class MolecularGraph(Space):
             raise SpaceError(f"MolecularGraph: graph has {n} atoms, more than max_atoms={self.max_atoms}; raise max_atoms or drop large graphs")
         if atoms.min() < 0 or atoms.max() >= len(self.atom_types):
             raise SpaceError(f"MolecularGraph: atom indices must lie in 0..{len(self.atom_types) - 1}, got {int(atoms.min())}..{int(atoms.max())}")
-        bonds = torch.as_tensor(item["bonds"]).long()
+        bonds = _whole_numbers(item["bonds"], "bonds", "bond orders")
         if tuple(bonds.shape) != (n, n):
             raise SpaceError(f"MolecularGraph: bonds must be {n}×{n} for {n} atoms, got {tuple(bonds.shape)}")
         if bonds.min() < 0 or bonds.max() >= len(self.bond_types):

@@ -44,7 +44,7 @@ def check_recipe(recipe, *, name: str | None = None, steps: int = 2, sample_n: i
 
     - ``[load]``: the recipe loads (``load_recipe``) and names its data, diffusion and model.
     - ``[train]``: ``diffkit.training.train`` runs ``steps`` steps with a finite loss and writes a run directory.
-    - ``[checkpoint]``: ``load_run`` restores exactly the weights written to ``model.safetensors``.
+    - ``[checkpoint]``: ``load_run`` restores exactly the weights of the run's current checkpoint.
     - ``[sample]``: ``generate`` returns ``sample_n`` valid elements of the space, identical for the same seed.
     - ``[evaluate]``: ``sample_run`` writes files and every metric the recipe names returns finite figures.
     """
@@ -53,7 +53,7 @@ def check_recipe(recipe, *, name: str | None = None, steps: int = 2, sample_n: i
     from diffkit.recipe import load_recipe
 
     from diffkit.runs import generate, load_run, sample_run
-    from diffkit.training.checkpoint import unprefixed
+    from diffkit.rundir import tensor_path, unprefixed
     from diffkit.training.trainer import train
 
     label = name or (recipe if isinstance(recipe, str) else getattr(recipe, "get", lambda *_: None)("name")) or "recipe"
@@ -66,11 +66,10 @@ def check_recipe(recipe, *, name: str | None = None, steps: int = 2, sample_n: i
             summary = train(loaded, out, progress=False)
         ck.require(summary.get("steps") == steps, "train", f"the run stopped at step {summary.get('steps')}, not {steps}")
         ck.require(math.isfinite(float(summary.get("loss", math.nan))), "train", f"the training loss is {summary.get('loss')}; it must be finite")
-        for f in ("model.safetensors", "config.json"):
-            ck.require((out / f).exists(), "train", f"the run directory has no {f}")
+        ck.require((out / "config.json").exists(), "train", "the run directory has no config.json")
         with ck.step("checkpoint", "load_run(run_dir, weights='model')"):
             run = load_run(out, weights="model")
-        saved = unprefixed("model", load_file(str(out / "model.safetensors")))
+        saved = unprefixed("model", load_file(str(tensor_path(out))))
         live = run.denoiser.backbone.state_dict()
         bad = [k for k in saved if k not in live or not torch.equal(saved[k], live[k])]
         ck.require(not bad, "checkpoint", f"load_run did not restore weight(s) {bad[:3]} exactly")
@@ -171,7 +170,7 @@ def _recipes_of(distribution: str) -> tuple:
     for (kind, name), comp in sorted(registry.discover().items()):
         if kind == "recipes" and _norm(comp.distribution) == _norm(distribution):
             try:
-                out.append((name, load_recipe(name)))
+                out.append((name, load_recipe(f"recipe:{name}")))
             except Exception:  # noqa: BLE001 - the recipe's own check reports it
                 out.append((name, None))
     return tuple(out)

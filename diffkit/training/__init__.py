@@ -1,5 +1,6 @@
-"""Training: the trainer loop and checkpoints (safetensors + JSON, atomic, never pickle)."""
-from diffkit.training.checkpoint import CheckpointError
+"""Training: the trainer loop. Checkpoints (safetensors + JSON, written as a unit, never pickle) are
+described, written and read by :mod:`diffkit.rundir`."""
+from diffkit.rundir import CheckpointError
 from diffkit.training.trainer import Trainer, TrainingDiverged, train
 
 __all__ = ["CheckpointError", "Trainer", "TrainingDiverged", "train"]

@@ -10,7 +10,6 @@ one process's update on the global batch. Only rank 0 writes.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -24,8 +23,9 @@ from diffkit.denoiser import Denoiser
 from diffkit.losses import diffusion_loss
 from diffkit.recipe import build_run, collate_dataset, load_dataset, load_recipe
 from diffkit.recipe_schema import validate_components
-from diffkit.training.checkpoint import (
-    FORMAT, FORMAT_VERSION, CheckpointError, atomic_save_tensors, atomic_write_json, load_tensors, prefixed, read_config, unprefixed,
+from diffkit.rundir import (
+    CheckpointError, append_log, check_shapes, clean_stale, load_tensors, nonfinite_tensors, prefixed, read_config, roll_back, truncate_log, unprefixed,
+    write_checkpoint,
 )
 
 
@@ -69,6 +69,8 @@ class Trainer:
         if seed is not None:
             self.recipe["seed"] = int(seed)
         if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must be a positive whole number of training steps, got {steps!r}; pass e.g. --steps 1000")
             self.recipe["train"]["steps"] = int(steps)
         if max_minutes is not None:
             if not float(max_minutes) > 0:
@@ -81,10 +83,9 @@ class Trainer:
         self.rank, self.world = _init_distributed(device)
         if int(self.cfg["batch_size"]) % self.world:
             raise ValueError(f"batch_size {self.cfg['batch_size']} does not divide among {self.world} processes; choose a multiple of {self.world}")
+        check_output_dir(self.out_dir, resume)
         if resume:
             read_config(self.out_dir)  # refuses foreign or corrupt runs before anything else happens
-        elif (self.out_dir / "config.json").exists():
-            raise FileExistsError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
 
         seed = int(self.recipe["seed"])
         torch.manual_seed(seed)
@@ -110,6 +111,7 @@ class Trainer:
         if self.cfg.get("compile"):
             model = torch.compile(model)
         self.train_denoiser = Denoiser(model, self.run.diffusion, self.run.denoiser.parameterization)
+        self.checkpoint_step: int | None = None  # the step of the checkpoint config.json points at
         if resume:
             self._load_checkpoint()
 
@@ -144,29 +146,40 @@ class Trainer:
         return tensors, opt["param_groups"]
 
     def save_checkpoint(self) -> None:
+        """Write the current step as one checkpoint unit (:func:`diffkit.rundir.write_checkpoint`). Weights
+        holding a NaN or an infinity are never written: training stops with the last good checkpoint kept."""
+        model = {**prefixed("model", self.backbone.state_dict()), **prefixed("ema", self.ema)}
+        bad = nonfinite_tensors(model)
+        if bad:
+            self._diverged("the weights", None, at_step=self.step)
         if self.rank != 0:
+            self.checkpoint_step = self.step
             return
-        checksums = {
-            "model.safetensors": atomic_save_tensors(self.out_dir / "model.safetensors", {**prefixed("model", self.backbone.state_dict()), **prefixed("ema", self.ema)}, {"format": FORMAT}),
-        }
+        files = {"model.safetensors": model}
         extra = {}
         if self.run.representation is not None:  # the first stage travels with the run, so sampling needs no cache
             rep = self.run.representation
             extra["representation"] = {**rep.spec(), "data_space": {"name": rep.data_space.name, "config": rep.data_space.config()},
                                        "report": self.run.extra.get("representation_report", {})}
-            checksums["representation.safetensors"] = atomic_save_tensors(self.out_dir / "representation.safetensors", rep.state_dict(), {"format": FORMAT})
+            files["representation.safetensors"] = rep.state_dict()
         tensors, groups = self._trainer_tensors()
-        checksums["trainer.safetensors"] = atomic_save_tensors(self.out_dir / "trainer.safetensors", tensors, {"format": FORMAT})
-        atomic_write_json(self.out_dir / "config.json", {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, "torch_version": torch.__version__,
+        write_checkpoint(self.out_dir, {
+            "diffkit_version": __version__, "torch_version": torch.__version__,
             "recipe": self.recipe, "space": self.run.space_spec(), "providers": self.run.providers(), "stats": self.run.stats, "step": self.step,
-            "optimizer": {"param_groups": groups}, "checksums": checksums, "world_size": self.world, **extra,
-        })
+            "optimizer": {"param_groups": groups}, "world_size": self.world, **extra,
+        }, {**files, "trainer.safetensors": tensors})
+        self.checkpoint_step = self.step
 
     def _load_checkpoint(self) -> None:
         config = read_config(self.out_dir)
+        trained = config["recipe"].get("name")
+        if self.recipe["name"] != trained:
+            raise CheckpointError(f"{self.out_dir} holds a run of recipe {trained!r}, not {self.recipe['name']!r}; resume with the same recipe or choose another --out")
         model = load_tensors(self.out_dir, "model.safetensors", config)
         trainer = load_tensors(self.out_dir, "trainer.safetensors", config)
+        live = self.backbone.state_dict()
+        for prefix in ("model", "ema"):
+            check_shapes(live, unprefixed(prefix, model), source=f"{self.out_dir} ({prefix} weights)", recipe=self.recipe["name"], trained=str(trained))
         self.backbone.load_state_dict(unprefixed("model", model))
         self.ema = {k: v.to(self.device) for k, v in unprefixed("ema", model).items()}
         state: dict = {}
@@ -178,8 +191,10 @@ class Trainer:
         self.generator.set_state(trainer["rng.train"])
         torch.set_rng_state(trainer["rng.torch"])
         self.step = int(config["step"])
-        if self.recipe["name"] != config["recipe"]["name"]:
-            raise CheckpointError(f"{self.out_dir} holds a run of recipe {config['recipe']['name']!r}, not {self.recipe['name']!r}; resume with the same recipe")
+        self.checkpoint_step = self.step
+        if self.rank == 0:
+            clean_stale(self.out_dir)
+            truncate_log(self.out_dir, self.step)  # steps trained after this checkpoint were lost with the process
 
     # --- the loop ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -193,18 +208,24 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         if self.rank == 0:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log(self.out_dir, record)
 
-    def _diverged(self, what: str, rng_state: torch.Tensor) -> None:
-        # the parameters have not been touched by this step: they are the last good ones
-        self.generator.set_state(rng_state)
+    def _diverged(self, what: str, rng_state: torch.Tensor | None, at_step: int | None = None) -> None:
+        """Stop without writing: the checkpoint on disk is the last one whose weights were finite. When the
+        non-finite loss or gradient was computed from the very weights of that checkpoint, they are not good
+        either and the previous checkpoint (kept until a newer one is complete) becomes current again."""
+        at_step = self.step + 1 if at_step is None else at_step
+        if rng_state is not None:
+            self.generator.set_state(rng_state)
         self.optimizer.zero_grad(set_to_none=True)
-        self.save_checkpoint()
-        self._log({"step": self.step, "event": "diverged", "what": what})
+        kept = self.checkpoint_step
+        if self.rank == 0 and what in ("the loss", "the gradient") and kept == self.step and kept is not None:
+            restored = roll_back(self.out_dir)
+            if restored is not None:
+                kept = int(restored["step"])
+        self._log({"step": self.step, "event": "diverged", "what": what, "kept_checkpoint": kept})
         raise TrainingDiverged(
-            f"{what} became NaN or infinite at step {self.step + 1}; stopped and kept the last good checkpoint (step {self.step}) in {self.out_dir}. "
+            f"{what} became NaN or infinite at step {at_step}; stopped and kept the last good checkpoint (step {kept}) in {self.out_dir}. "
             f"Lower the learning rate, enable grad_clip, or resume with --resume after changing the recipe"
         )
 
@@ -264,6 +285,28 @@ class Trainer:
         self.save_checkpoint()
         seconds = time.perf_counter() - t_start
         return {"recipe": self.recipe["name"], "steps": self.step, "out": str(self.out_dir), "seconds": seconds, **last}
+
+
+def check_output_dir(out_dir: Path, resume: bool) -> None:
+    """Refuse an output path that is a file, or a folder holding things that are not a run: training never
+    writes over files it did not create. A folder left by a run killed before its first checkpoint was
+    committed (only ``checkpoints/``, ``log.jsonl`` and temporaries) counts as empty."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} is an existing file; choose a folder path for the run")
+    if resume or not out_dir.is_dir():
+        return
+    if (out_dir / "config.json").exists():
+        raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    leftovers = {"checkpoints", "log.jsonl"}
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in leftovers and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if foreign:
+        raise FileExistsError(f"--out {out_dir} is a folder that holds files but no run ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                              f"choose a new or empty folder")
+    clean_stale(out_dir)
+    import shutil
+
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    (out_dir / "log.jsonl").unlink(missing_ok=True)
 
 
 def train(recipe, out_dir, *, steps=None, device="cpu", seed=None, resume=False, progress=True, dataset=None, max_minutes=None, init=None) -> dict:

@@ -11,6 +11,7 @@ import random
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -211,6 +212,8 @@ def audio_folder(split: str = "train", *, root: str | None = None, sample_rate: 
             data, rate = sf.read(str(f), dtype="float32", always_2d=True)
             if data.shape[0] == 0:
                 raise ValueError("no samples")
+            if not np.isfinite(data).all():
+                raise ValueError(f"{int((~np.isfinite(data)).sum())} sample value(s) are NaN or infinite")
             waves.append(conform(torch.from_numpy(data.T.copy()), rate, sample_rate, channels, length, mixdown=mixdown, align=align))
             labs.append(classes.index(f.parent.relative_to(base).as_posix()))
         except Exception as exc:  # noqa: BLE001 - a bad file is reported and skipped

@@ -107,3 +107,17 @@ def test_audio_folder_conformance(tmp_path):
     assert "determinism" in check_dataset(audio_folder, options=opts, name="audio-folder")
     sizes = [len(audio_folder(s, **opts)) for s in ("train", "val", "test")]
     assert sizes == [6, 2, 2]
+
+
+def test_audio_folder_skips_a_float_wav_holding_nan_and_names_it(tmp_path):
+    root = tmp_path / "clips"
+    root.mkdir()
+    t = np.arange(8000) / 16000
+    good = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    bad = good.copy()
+    bad[100] = np.nan
+    sf.write(str(root / "good.wav"), good, 16000, subtype="FLOAT")
+    sf.write(str(root / "nan.wav"), bad, 16000, subtype="FLOAT")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*nan\.wav \(1 sample value\(s\) are NaN or infinite\)"):
+        ds = audio_folder("all", root=str(root), sample_rate=16000, length=8000)
+    assert len(ds) == 1 and torch.isfinite(ds.waves).all()

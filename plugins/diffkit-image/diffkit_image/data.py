@@ -161,11 +161,16 @@ def write_image_folder(dataset: ImageDataset, root: str | Path) -> Path:
 # --- folders of images ----------------------------------------------------------------------------------
 def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
     """One image file as a C×size×size tensor in [0, 1]: converted to greyscale (``L``) or RGB, the shorter
-    side resized to ``size`` (bicubic with anti-aliasing), then the centre ``size×size`` square cropped."""
+    side resized to ``size`` (bicubic with anti-aliasing), then the centre ``size×size`` square cropped.
+
+    Values are scaled by the image's own bit depth: 8-bit images by 255, 16-bit greyscale ones (PIL modes
+    ``I;16*`` and ``I``, as 16-bit PNG and TIFF files open) by 65535, resized in floating point."""
     from PIL import Image
 
     with Image.open(path) as img:
         img.load()
+        if img.mode.startswith("I;16") or img.mode == "I":
+            return _load_16_bit(img, path, size, channels)
         img = img.convert("L" if channels == 1 else "RGB")
     w, h = img.size
     scale = size / min(w, h)
@@ -175,6 +180,22 @@ def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
     img = img.crop((left, top, left + size, top + size))
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
+
+
+def _load_16_bit(img, path: Path, size: int, channels: int) -> torch.Tensor:
+    from PIL import Image
+
+    grey = np.asarray(img, dtype=np.float64)
+    if grey.min() < 0 or grey.max() > 65535:
+        raise ValueError(f"{path.name}: integer pixel values {grey.min():g}..{grey.max():g} exceed 16 bits; save it as an 8- or 16-bit image")
+    img = Image.fromarray((grey / 65535.0).astype(np.float32), mode="F")
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    arr = np.clip(np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32), 0.0, 1.0)
+    return torch.from_numpy(np.repeat(arr[None], channels, axis=0).copy())
 
 
 def list_image_files(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:

@@ -140,3 +140,17 @@ def test_unlabelled_folder_and_the_dataset_contract(tmp_path, folder):
     checked = check_dataset(image_folder, options={"root": str(folder), "size": 8, "channels": 3, "val_fraction": 0.2, "test_fraction": 0.2},
                             name="image-folder")
     assert {"factory", "items", "determinism", "space"} <= set(checked)
+
+
+def test_sixteen_bit_png_is_scaled_by_its_own_depth(tmp_path):
+    """A 16-bit greyscale PNG whose mean is 0.494 of full scale loads with that mean (it saturated to ~1 before)."""
+    root = tmp_path / "deep"
+    root.mkdir()
+    ramp = np.tile(np.linspace(0, 64750, 16), (16, 1)).astype(np.uint16)  # mean 32375 / 65535 = 0.494
+    Image.fromarray(ramp).save(root / "ramp.png")
+    with Image.open(root / "ramp.png") as img:
+        assert img.mode.startswith("I"), img.mode  # really 16-bit on disk
+    d = image_folder("train", root=str(root), size=16, channels=1, val_fraction=0, test_fraction=0)
+    assert abs(float(d.images.mean()) - ramp.mean() / 65535) < 1e-3
+    rgb = image_folder("train", root=str(root), size=8, channels=3, val_fraction=0, test_fraction=0)
+    assert rgb.images.shape[1] == 3 and abs(float(rgb.images.mean()) - 0.494) < 0.01

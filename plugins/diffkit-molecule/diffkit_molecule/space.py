@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from diffkit.spaces.base import FieldSpec, SpaceError
+from diffkit.spaces.base import FieldSpec, SpaceError, text_lines
 from diffkit.spaces.graph import BOND_TYPES, MolecularGraph
 from diffkit.state import State, field_mask
 
@@ -100,10 +100,9 @@ class MoleculeSpace(MolecularGraph):
             path = path / "samples.smi"
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; pass a SMILES file (one molecule per line) or a folder holding samples.smi")
-        items, failures = [], []
-        for k, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
+        lines, failures = text_lines(path)  # a line that is not UTF-8 is a failure, counted like an unparsable one
+        items = []
+        for k, line in lines:
             try:
                 items.append(self.from_smiles(line, allow_invalid=True))
             except (chem.ChemError, SpaceError) as exc:
