@@ -114,17 +114,19 @@ def test_two_stage_run_trains_saves_its_first_stage_and_samples_without_the_cach
     trained = PCARepresentation(EuclideanSpace(2))
     from safetensors.torch import load_file
 
-    trained.load_state_dict(load_file(str(tmp_path / "run" / "representation.safetensors")))
+    from diffkit.rundir import tensor_path
+
+    trained.load_state_dict(load_file(str(tensor_path(tmp_path / "run", "representation.safetensors"))))
     assert torch.equal(run.representation.mean, trained.mean) and not torch.equal(trained.mean, torch.zeros(2))
     assert summary["n"] == 8 and any(f.endswith(".safetensors") or f.endswith(".png") for f in summary["files"])
 
 
 def test_a_run_whose_first_stage_weights_are_corrupt_is_refused(tmp_path):
-    from diffkit.rundir import CheckpointError
+    from diffkit.rundir import CheckpointError, tensor_path
 
     with private_cache(tmp_path / "cache"):
         train(_two_stage_recipe(), tmp_path / "run", progress=False)
-    path = tmp_path / "run" / "representation.safetensors"
+    path = tensor_path(tmp_path / "run", "representation.safetensors")  # inside the current checkpoint's folder
     path.write_bytes(path.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(CheckpointError, match="representation.safetensors does not match its recorded checksum"):
         load_run(tmp_path / "run")

@@ -132,7 +132,7 @@ def test_sigkill_at_random_points_of_checkpoint_writes_never_breaks_the_run(tmp_
     except ImportError:  # before the pipeline split
         from diffkit.pipeline import generate, load_run
 
-    total = 80
+    total = 400  # long enough that twelve kills land before the run ends, however fast the machine
     recipe = _recipe_file(tmp_path, total, every=1)
     run = tmp_path / "run"
     rng = random.Random(19)

@@ -68,7 +68,8 @@ def test_conformance_of_image_folder(tmp_path):
 def test_plugin_kit_covers_every_component():
     ids = {cid for cid, _ in plugin_checks("diffkit-image")}
     assert ids == {"space:image", "backbone:unet", "dataset:digits", "dataset:image-folder", "metric:digits-frechet", "metric:digits-accuracy",
-                   "recipe:digits", "recipe:digits-quick"}
+                   "recipe:digits", "recipe:digits-quick", "dataset:mnist", "representation:autoencoder", "recipe:mnist", "recipe:mnist-latent",
+                   "shipped model:digits"}
 
 
 # --- end to end -------------------------------------------------------------------------------------------
