@@ -121,17 +121,28 @@ class FlowPath(GaussianProcess):
         return {"time_sampling": self.time_sampling, "loc": self.loc, "scale": self.scale, "shift": self.shift}
 
 
-class LinearFlow(FlowPath):
-    """The linear path ``x_t = (1 - t) x_0 + t x_1`` (conditional OT / rectified flow): ``u = x_1 - x_0``;
-    ``lambda = 2 log((1 - t)/t)``, so ``t = sigmoid(-lambda/2)``. ``t_max < 1`` keeps ``alpha`` above zero."""
+class _UnitIntervalPath(FlowPath):
+    """A path defined on ``0 < t < 1`` whose ends are excluded (``alpha`` or ``sigma`` vanishes there): the
+    time bounds and the training-time options, checked and recorded once for every such path."""
 
-    name = "flow-linear"
+    label = "the path"
 
     def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, time_sampling: str = "uniform", loc: float = 0.0, scale: float = 1.0, shift: float = 1.0):
         self.t_min, self.t_max = float(t_min), float(t_max)
         if not 0 < self.t_min < self.t_max < 1:
-            raise ValueError(f"the linear path needs 0 < t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
+            raise ValueError(f"{self.label} needs 0 < t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
         self._init_time_sampling(time_sampling, loc, scale, shift)
+
+    def config(self):
+        return {"t_min": self.t_min, "t_max": self.t_max, **self._time_config()}
+
+
+class LinearFlow(_UnitIntervalPath):
+    """The linear path ``x_t = (1 - t) x_0 + t x_1`` (conditional OT / rectified flow): ``u = x_1 - x_0``;
+    ``lambda = 2 log((1 - t)/t)``, so ``t = sigmoid(-lambda/2)``. ``t_max < 1`` keeps ``alpha`` above zero."""
+
+    name = "flow-linear"
+    label = "the linear path"
 
     def log_alpha(self, t):
         return torch.log1p(-_t(t))
@@ -146,20 +157,12 @@ class LinearFlow(FlowPath):
         t = _t(t).double()
         return -torch.ones_like(t), torch.ones_like(t)
 
-    def config(self):
-        return {"t_min": self.t_min, "t_max": self.t_max, **self._time_config()}
 
-
-class CosineFlow(FlowPath):
+class CosineFlow(_UnitIntervalPath):
     """The cosine path ``a = cos(pi t/2)``, ``b = sin(pi t/2)``: ``lambda = -2 log tan(pi t/2)``, ``t = (2/pi) atan(e^(-lambda/2))``."""
 
     name = "flow-cosine"
-
-    def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, time_sampling: str = "uniform", loc: float = 0.0, scale: float = 1.0, shift: float = 1.0):
-        self.t_min, self.t_max = float(t_min), float(t_max)
-        if not 0 < self.t_min < self.t_max < 1:
-            raise ValueError(f"the cosine path needs 0 < t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
-        self._init_time_sampling(time_sampling, loc, scale, shift)
+    label = "the cosine path"
 
     def log_alpha(self, t):
         return torch.log(torch.cos(0.5 * math.pi * _t(t)))
@@ -173,9 +176,6 @@ class CosineFlow(FlowPath):
     def rates(self, t):
         t = _t(t).double()
         return -0.5 * math.pi * torch.sin(0.5 * math.pi * t), 0.5 * math.pi * torch.cos(0.5 * math.pi * t)
-
-    def config(self):
-        return {"t_min": self.t_min, "t_max": self.t_max, **self._time_config()}
 
 
 class VPFlow(FlowPath, VPLinear):
