@@ -13,7 +13,6 @@ OUT/conformers.json and OUT/conformers.md; the diffusion conformers are written 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,11 +23,11 @@ import torch
 
 from diffkit.evaluation import split_items
 from diffkit.recipe import conditioning_fields
-from diffkit.runs import conditioning_state, generate, load_run
+from diffkit.runs import conditioning_state, generate
 from diffkit.rundir import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qm9_3d import machine, train_run, training_figures  # noqa: E402
+from qm9_3d import machine, run_arguments, trained_run, training_figures  # noqa: E402
 
 from diffkit_molecule.conformers import best_rmsd, etkdg_positions, rmsd_figures  # noqa: E402
 
@@ -50,28 +49,13 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe", default="qm9-conformers-cpu")
-    p.add_argument("--run", default=None, help="score this trained run directory instead of training")
-    p.add_argument("--minutes", type=float, default=None, help="training wall-clock budget (default: the recipe's max_minutes)")
-    p.add_argument("--train-steps", type=int, default=None)
+    p = run_arguments(__doc__, "qm9-conformers-cpu", "benchmarks/results/conformers")
     p.add_argument("--molecules", type=int, default=200, help="held-out (test) molecules")
     p.add_argument("--k", type=int, default=1, help="conformers per molecule and method")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's)")
     p.add_argument("--sampler", default=None)
-    p.add_argument("--out", default="benchmarks/results/conformers")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.run:
-        run_dir, train_summary = Path(args.run), {"reused": True}
-    else:
-        run_dir, train_summary = train_run(args.recipe, out, args.minutes, args.train_steps, args.device)
-    run = load_run(run_dir, device=args.device)
+    out, run_dir, train_summary, run = trained_run(args)
     space = run.space
     reference, _ = split_items(run.split(run.reference_split))
     molecules = [space.validate(x) for x in reference[: args.molecules]]

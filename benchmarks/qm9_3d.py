@@ -78,19 +78,22 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe", default="qm9-3d-cpu")
+def run_arguments(doc: str, recipe: str, out: str) -> argparse.ArgumentParser:
+    """The options every 3-D molecule benchmark takes: which recipe, a run to reuse or the training budget, where to write."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--recipe", default=recipe)
     p.add_argument("--run", default=None, help="score this trained run directory instead of training")
     p.add_argument("--minutes", type=float, default=None, help="training wall-clock budget (default: the recipe's max_minutes)")
     p.add_argument("--train-steps", type=int, default=None, help="override the recipe's training steps")
-    p.add_argument("--n", type=int, default=1000, help="molecules per configuration")
-    p.add_argument("--steps", type=int, nargs="+", default=[100], help="ancestral lengths (at most 100 in the issue's protocol)")
-    p.add_argument("--out", default="benchmarks/results/qm9-3d")
+    p.add_argument("--out", default=out)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def trained_run(args) -> tuple[Path, Path, dict, object]:
+    """``(out, run_dir, training summary, loaded run)``: ``--run`` reused, or the recipe trained into ``out/run``."""
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,15 @@ def main(argv=None) -> int:
         run_dir, train_summary = Path(args.run), {"reused": True}
     else:
         run_dir, train_summary = train_run(args.recipe, out, args.minutes, args.train_steps, args.device)
-    run = load_run(run_dir, device=args.device)
+    return out, run_dir, train_summary, load_run(run_dir, device=args.device)
+
+
+def main(argv=None) -> int:
+    p = run_arguments(__doc__, "qm9-3d-cpu", "benchmarks/results/qm9-3d")
+    p.add_argument("--n", type=int, default=1000, help="molecules per configuration")
+    p.add_argument("--steps", type=int, nargs="+", default=[100], help="ancestral lengths (at most 100 in the issue's protocol)")
+    args = p.parse_args(argv)
+    out, run_dir, train_summary, run = trained_run(args)
     report = {"recipe": run.recipe["name"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "training": {**training_figures(run_dir), **{k: v for k, v in train_summary.items() if k in ("seconds", "wall_seconds", "steps", "reused")}},
               "n": args.n, "results": {}}
