@@ -222,6 +222,11 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     n = positive_count(run.recipe["sample"]["n"] if n is None else n, "the number of samples (--n)")
     if steps is not None:
         positive_count(steps, "the number of sampling steps (--steps)")
+    out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"  # checked before sampling, which may take minutes
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is an existing file; choose a folder path for the samples")
+    if out.is_dir() and any(out.iterdir()):
+        print(f"diffkit sample: {out} already holds samples; writing over them (pass --out DIR to keep both)", file=sys.stderr)
     conditioning = cond_labels = cond_items = None
     read_summary = None
     if reference is not None:
@@ -231,18 +236,13 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         conditioning, cond_labels, cond_items = reference_conditioning(run, n)
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
-    out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is an existing file; choose a folder path for the samples")
-    if out.is_dir() and any(out.iterdir()):
-        print(f"diffkit sample: {out} already holds samples; writing over them (pass --out DIR to keep both)", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
-    reference = None
+    reference_items = None
     if names and evaluate_metrics:
-        reference, _ = split_items(run.split(run.reference_split))
+        reference_items, _ = split_items(run.split(run.reference_split))
     title = f"{run.recipe['name']}: {timing['sampler']}, {timing['nfe']} evaluations"
-    paths = run.data_space.write(items, out, labels=labels, reference=None if reference is None else reference[:len(items)], title=title)
+    paths = run.data_space.write(items, out, labels=labels, reference=None if reference_items is None else reference_items[:len(items)], title=title)
     if cond_items is not None and read_summary is None:  # a reference file's elements are the user's own input: not written again
         paths += run.data_space.write([run.data_space.validate(x) for x in cond_items], out / "reference", labels=cond_labels)
     summary = {"recipe": run.recipe["name"], "n": n, "seed": seed, **timing, "files": [str(p) for p in paths]}
