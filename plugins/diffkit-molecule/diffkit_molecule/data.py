@@ -55,24 +55,107 @@ def cache_root() -> Path:
     return Path(os.environ.get("DIFFKIT_CACHE") or "~/.cache/diffkit").expanduser() / "molecule"
 
 
-class MoleculeDataset(Dataset):
-    """Molecular graphs packed in tensors; ``space`` is the molecule space they belong to."""
+class PackedGraphDataset(Dataset):
+    """Molecular graphs packed in padded tensors: ``atoms`` N×w (indices, -1 beyond a graph), ``bonds`` N×w×w
+    (orders, 0 beyond a graph), ``sizes`` N. The whole-dataset paths (``check_packed``, ``space_statistics``,
+    ``collate_all``) work on these tensors in one pass instead of one ``space.validate``/``collate`` per
+    item; subclasses add their fields (:class:`MoleculeDataset`, :class:`diffkit_molecule.data3d.Molecule3DDataset`)."""
 
-    def __init__(self, atoms: torch.Tensor, bonds: torch.Tensor, sizes: torch.Tensor, smiles: list[str], space: MoleculeSpace, info: dict,
-                 dataset_smiles: list[str] | None = None):
+    def __init__(self, atoms: torch.Tensor, bonds: torch.Tensor, sizes: torch.Tensor, smiles: list[str], space, info: dict):
         self.atoms, self.bonds, self.sizes = atoms, bonds, sizes
-        self.smiles = smiles
-        self.dataset_smiles = smiles if dataset_smiles is None else dataset_smiles  # every split's molecules (novelty against all of them)
-        self.space = space
-        self.info = info
+        self.smiles, self.space, self.info = smiles, space, info
 
     def __len__(self) -> int:
         return int(self.sizes.numel())
 
-    def __getitem__(self, i: int) -> dict:
+    def _index(self, i: int) -> tuple[int, int]:
         if i < 0:
             i += len(self)
-        n = int(self.sizes[i])
+        return i, int(self.sizes[i])
+
+    def _graph_rules(self) -> list[tuple[torch.Tensor, str]]:
+        """``(bad graphs, rule)`` pairs of ``MolecularGraph.validate``'s rules, on the packed tensors."""
+        atoms, bonds, sizes = self.atoms.long(), self.bonds.long(), self.sizes.long()
+        A, K, M = len(self.space.atom_types), len(self.space.bond_types), self.space.max_atoms
+        real = self.real_atoms()
+        pair = real[:, :, None] & real[:, None, :]
+        return [
+            ((sizes < 1) | (sizes > M), f"a graph needs 1..{M} atoms (max_atoms={M})"),
+            ((real & ((atoms < 0) | (atoms >= A))).any(1), f"atom indices must lie in 0..{A - 1}"),
+            ((pair & ((bonds < 0) | (bonds >= K))).flatten(1).any(1), f"bond orders must lie in 0..{K - 1}"),
+            ((bonds != bonds.transpose(1, 2)).flatten(1).any(1), "bonds must be symmetric"),
+            (bonds.diagonal(dim1=1, dim2=2).ne(0).any(1), "an atom cannot bond to itself"),
+            ((~pair & (bonds != 0)).flatten(1).any(1), "bonds beyond a graph's atoms must be 0"),
+        ]
+
+    def real_atoms(self, width: int | None = None) -> torch.Tensor:
+        """N×width boolean: the atom slots each graph uses."""
+        width = self.atoms.shape[1] if width is None else width
+        return torch.arange(width) < self.sizes.long()[:, None]
+
+    def check_packed(self) -> None:
+        """Validate every graph at once with the rules of ``space.validate``; the error names the first bad graph."""
+        for bad, rule in self._graph_rules():
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                raise SpaceError(f"{type(self.space).__name__}: graph {i} ({self.smiles[i]!r}) breaks a rule: {rule}; "
+                                 f"delete the cached folder under {cache_root()} to rebuild the data")
+
+    def _statistics(self) -> dict:
+        """``MolecularGraph.fit`` of every graph from the packed tensors (bincounts, no loop over items)."""
+        atoms, bonds, sizes = self.atoms.long(), self.bonds.long(), self.sizes.long()
+        A, K, M = len(self.space.atom_types), len(self.space.bond_types), self.space.max_atoms
+        if sizes.numel() == 0:
+            raise SpaceError("MolecularGraph.fit: no graphs given")
+        width = atoms.shape[1]
+        real = self.real_atoms()
+        upper = torch.ones(width, width, dtype=torch.bool).triu(1)
+        pairs = real[:, :, None] & real[:, None, :] & upper  # unordered pairs of real atoms, as space.fit counts them
+        size_counts = torch.bincount(sizes, minlength=M + 1).float()
+        atom_counts = torch.bincount(atoms[real], minlength=A).float()
+        bond_counts = torch.bincount(bonds[pairs], minlength=K).float()
+        return {"sizes": (size_counts / size_counts.sum()).tolist(),
+                "frequencies": {"atoms": (atom_counts / atom_counts.sum().clamp_min(1)).tolist(), "bonds": (bond_counts / bond_counts.sum().clamp_min(1)).tolist()}}
+
+    def space_statistics(self) -> dict:
+        """``space.fit`` of every element, computed on the packed tensors and kept in the cache folder beside
+        the processed graphs (``info["stats_path"]``), keyed by split and selection."""
+        path = self.info.get("stats_path")
+        if path and Path(path).exists():
+            try:
+                return json.loads(Path(path).read_text())
+            except (OSError, ValueError):
+                pass  # unreadable: recomputed below
+        self.check_packed()
+        stats = self._statistics()
+        if path:
+            try:
+                Path(path).write_text(json.dumps(stats))
+            except OSError:
+                pass  # a read-only cache: computed again next time (well under a second)
+        return stats
+
+    def _one_hot_graphs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(atoms B×n×A, bonds B×n×n×K, mask B×n)`` as ``MolecularGraph.collate`` encodes them, n the largest
+        graph: padded atoms are zero rows, padded pairs and the diagonal hold the "none" bond."""
+        n = int(self.sizes.max())
+        A, K = len(self.space.atom_types), len(self.space.bond_types)
+        real = self.real_atoms(n)
+        atoms = torch.nn.functional.one_hot(self.atoms[:, :n].long().clamp_min(0), A).float() * real[..., None]
+        bonds = torch.nn.functional.one_hot(self.bonds[:, :n, :n].long(), K).float()
+        return atoms, bonds, real.float()
+
+
+class MoleculeDataset(PackedGraphDataset):
+    """Molecular graphs packed in tensors; ``space`` is the molecule space they belong to."""
+
+    def __init__(self, atoms: torch.Tensor, bonds: torch.Tensor, sizes: torch.Tensor, smiles: list[str], space: MoleculeSpace, info: dict,
+                 dataset_smiles: list[str] | None = None):
+        super().__init__(atoms, bonds, sizes, smiles, space, info)
+        self.dataset_smiles = smiles if dataset_smiles is None else dataset_smiles  # every split's molecules (novelty against all of them)
+
+    def __getitem__(self, i: int) -> dict:
+        i, n = self._index(i)
         return {"atoms": self.atoms[i, :n].long(), "bonds": self.bonds[i, :n, :n].long()}
 
     def to_pyg(self, i: int):
@@ -92,60 +175,6 @@ class MoleculeDataset(Dataset):
     def pyg(self) -> list:
         return [self.to_pyg(i) for i in range(len(self))]
 
-    # --- whole-dataset paths (the core uses them when a dataset has them: diffkit.recipe) ---------------
-    def check_packed(self) -> None:
-        """Validate every graph at once, on the packed tensors, with the rules of ``space.validate``
-        (atom indices in the vocabulary, 1..max_atoms atoms, bond orders in range, symmetric, zero
-        diagonal); the error names the first bad graph. Replaces one ``validate`` call per item."""
-        atoms, bonds, sizes = self.atoms.long(), self.bonds.long(), self.sizes.long()
-        A, K, M = len(self.space.atom_types), len(self.space.bond_types), self.space.max_atoms
-        width = atoms.shape[1]
-        real = torch.arange(width) < sizes[:, None]  # N×w: the atoms each graph has
-        pair = real[:, :, None] & real[:, None, :]
-        problems = [
-            ((sizes < 1) | (sizes > M), f"a graph needs 1..{M} atoms (max_atoms={M})"),
-            ((real & ((atoms < 0) | (atoms >= A))).any(1), f"atom indices must lie in 0..{A - 1}"),
-            ((pair & ((bonds < 0) | (bonds >= K))).flatten(1).any(1), f"bond orders must lie in 0..{K - 1}"),
-            ((bonds != bonds.transpose(1, 2)).flatten(1).any(1), "bonds must be symmetric"),
-            (bonds.diagonal(dim1=1, dim2=2).ne(0).any(1), "an atom cannot bond to itself"),
-            ((~pair & (bonds != 0)).flatten(1).any(1), "bonds beyond a graph's atoms must be 0"),
-        ]
-        for bad, rule in problems:
-            if bad.any():
-                i = int(bad.nonzero()[0])
-                raise SpaceError(f"{type(self.space).__name__}: graph {i} ({self.smiles[i]!r}) breaks a rule: {rule}; "
-                                 f"delete the cached folder under {cache_root()} to rebuild the data")
-
-    def space_statistics(self) -> dict:
-        """``space.fit`` of every element, computed on the packed tensors (bincounts instead of a loop over
-        items) and kept in the cache folder beside the processed graphs, keyed by split and selection."""
-        path = self.info.get("stats_path")
-        if path and Path(path).exists():
-            try:
-                return json.loads(Path(path).read_text())
-            except (OSError, ValueError):
-                pass  # unreadable: recomputed below
-        self.check_packed()
-        atoms, bonds, sizes = self.atoms.long(), self.bonds.long(), self.sizes.long()
-        A, K, M = len(self.space.atom_types), len(self.space.bond_types), self.space.max_atoms
-        if sizes.numel() == 0:
-            raise SpaceError("MolecularGraph.fit: no graphs given")
-        width = atoms.shape[1]
-        real = torch.arange(width) < sizes[:, None]
-        upper = torch.ones(width, width, dtype=torch.bool).triu(1)
-        pairs = real[:, :, None] & real[:, None, :] & upper  # unordered pairs of real atoms, as space.fit counts them
-        size_counts = torch.bincount(sizes, minlength=M + 1).float()
-        atom_counts = torch.bincount(atoms[real], minlength=A).float()
-        bond_counts = torch.bincount(bonds[pairs], minlength=K).float()
-        stats = {"sizes": (size_counts / size_counts.sum()).tolist(),
-                 "frequencies": {"atoms": (atom_counts / atom_counts.sum().clamp_min(1)).tolist(), "bonds": (bond_counts / bond_counts.sum().clamp_min(1)).tolist()}}
-        if path:
-            try:
-                Path(path).write_text(json.dumps(stats))
-            except OSError:
-                pass  # a read-only cache: computed again next time (well under a second)
-        return stats
-
     def collate_all(self) -> tuple:
         """``(space.collate(every element), None)`` built from the packed tensors in one pass (no labels)."""
         from diffkit.state import State, field_mask
@@ -153,12 +182,8 @@ class MoleculeDataset(Dataset):
         self.check_packed()
         if self.space.positions:  # packed data carries no positions; the per-item path says so
             raise SpaceError("MoleculeDataset holds no 3-D positions; build the space with positions=False")
-        n = int(self.sizes.max())
-        A, K = len(self.space.atom_types), len(self.space.bond_types)
-        real = (torch.arange(n) < self.sizes.long()[:, None])
-        atoms = torch.nn.functional.one_hot(self.atoms[:, :n].long().clamp_min(0), A).float() * real[..., None]
-        bonds = torch.nn.functional.one_hot(self.bonds[:, :n, :n].long(), K).float()  # padding and the diagonal: "none"
-        state = State(atoms=atoms, bonds=bonds, mask=real.float())
+        atoms, bonds, mask = self._one_hot_graphs()
+        state = State(atoms=atoms, bonds=bonds, mask=mask)
         if isinstance(self.space, OneHotMoleculeSpace):  # the relaxation of OneHotMoleculeSpace.collate
             for name, layout in (("atoms", "node"), ("bonds", "pair")):
                 m = field_mask(state, layout).to(state[name].dtype).unsqueeze(-1)
@@ -274,14 +299,19 @@ def split_indices(n: int, seed: int, max_train: int | None = None, test_fraction
     return {k: v.sort().values for k, v in out.items()}
 
 
+def with_stats_path(info: dict, idx: torch.Tensor, space) -> dict:
+    """``info`` with ``stats_path``: fitted statistics live beside the cached graphs, one file per selection
+    of them (keyed by the selected rows and the space's config)."""
+    if not info.get("folder"):
+        return info
+    digest = hashlib.sha256(idx.long().numpy().tobytes())
+    digest.update(json.dumps(space.config(), sort_keys=True, default=str).encode())
+    return {**info, "stats_path": str(Path(info["folder"]) / f"stats-{digest.hexdigest()[:16]}.json")}
+
+
 def _select(tensors, smiles, idx, space, info, split) -> MoleculeDataset:
     idx = idx.long()
-    info = {**info, "split": split, "split_size": int(idx.numel())}
-    if info.get("folder"):  # fitted statistics live beside the graphs, one file per selection of them
-        digest = hashlib.sha256(idx.numpy().tobytes())
-        digest.update(json.dumps(space.config(), sort_keys=True, default=str).encode())
-        key = digest.hexdigest()[:16]
-        info["stats_path"] = str(Path(info["folder"]) / f"stats-{key}.json")
+    info = with_stats_path({**info, "split": split, "split_size": int(idx.numel())}, idx, space)
     return MoleculeDataset(tensors["atoms"][idx], tensors["bonds"][idx], tensors["sizes"][idx].long(), [smiles[i] for i in idx.tolist()], space, info,
                            dataset_smiles=smiles)
 
@@ -414,5 +444,5 @@ def counts_summary(dataset: MoleculeDataset) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
 
 
-__all__ = ["MoleculeDataset", "cache_root", "counts_summary", "process_smiles", "qm9", "qm9_files", "smiles_file", "split_indices"]
+__all__ = ["MoleculeDataset", "PackedGraphDataset", "cache_root", "counts_summary", "process_smiles", "qm9", "qm9_files", "smiles_file", "split_indices"]
 

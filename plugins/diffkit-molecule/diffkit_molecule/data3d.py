@@ -27,10 +27,9 @@ from collections import Counter
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from diffkit_molecule import chem
-from diffkit_molecule.data import QM9_TRAIN, _cached, _check_split, _qm9_rows, qm9_files, split_indices  # noqa: F401 (shared processing rules)
+from diffkit_molecule.data import QM9_TRAIN, PackedGraphDataset, _cached, _check_split, _qm9_rows, qm9_files, split_indices, with_stats_path  # noqa: F401 (shared processing rules)
 from diffkit_molecule.space3d import QM9_ATOMS_H, QM9_CHARGES, QM9_MAX_ATOMS_H, ConformerSpace, Molecule3DSpace
 
 PROCESSING_VERSION_3D = 2
@@ -38,22 +37,56 @@ _NUMBER = re.compile(r"-?\d+\.?\d*(?:[eE][-+]?\d+)?")
 TASKS = {"generation": Molecule3DSpace, "conformers": ConformerSpace}
 
 
-class Molecule3DDataset(Dataset):
-    """3-D molecules packed in tensors; items are ``{"atoms", "charges", "bonds", "pos"}`` elements of ``space``."""
+class Molecule3DDataset(PackedGraphDataset):
+    """3-D molecules packed in tensors; items are ``{"atoms", "charges", "bonds", "pos"}`` elements of ``space``.
+    Beside the graph's, ``charges`` N×w (formal charges, int) and ``pos`` N×w×3 (Å) are packed."""
 
     def __init__(self, tensors: dict, smiles: list[str], space, info: dict):
-        self.atoms, self.charges, self.bonds = tensors["atoms"], tensors["charges"], tensors["bonds"]
-        self.pos, self.sizes = tensors["pos"], tensors["sizes"].long()
-        self.smiles, self.space, self.info = smiles, space, info
-
-    def __len__(self) -> int:
-        return int(self.sizes.numel())
+        super().__init__(tensors["atoms"], tensors["bonds"], tensors["sizes"].long(), smiles, space, info)
+        self.charges, self.pos = tensors["charges"], tensors["pos"]
 
     def __getitem__(self, i: int) -> dict:
-        if i < 0:
-            i += len(self)
-        n = int(self.sizes[i])
+        i, n = self._index(i)
         return {"atoms": self.atoms[i, :n].long(), "charges": self.charges[i, :n].long(), "bonds": self.bonds[i, :n, :n].long(), "pos": self.pos[i, :n].float()}
+
+    def _charge_indices(self, width: int) -> torch.Tensor:
+        """N×width index of each atom's formal charge in ``space.charge_values`` (-1 where it has none)."""
+        charges = self.charges[:, :width].long()
+        index = torch.full_like(charges, -1)
+        for k, c in enumerate(self.space.charge_values):
+            index[charges == c] = k
+        return index
+
+    def _graph_rules(self) -> list[tuple[torch.Tensor, str]]:
+        """The graph's rules and ``Molecule3DSpace.validate``'s: charges in ``charge_values``, finite positions."""
+        real = self.real_atoms()
+        return super()._graph_rules() + [
+            ((real & (self._charge_indices(real.shape[1]) < 0)).any(1), f"formal charges must lie in charge_values {list(self.space.charge_values)}"),
+            ((real[..., None] & ~torch.isfinite(self.pos)).flatten(1).any(1), "positions must be finite"),
+        ]
+
+    def _statistics(self) -> dict:
+        stats = super()._statistics()
+        real = self.real_atoms()
+        counts = torch.bincount(self._charge_indices(real.shape[1])[real], minlength=len(self.space.charge_values)).float()
+        stats["frequencies"]["charges"] = (counts / counts.sum().clamp_min(1)).tolist()
+        return stats
+
+    def collate_all(self) -> tuple:
+        """``(space.collate(every element), None)`` from the packed tensors in one pass: the graph one-hot as
+        ``MolecularGraph.collate`` encodes it, charges one-hot over ``charge_values``, positions with the mean
+        of each molecule's real atoms subtracted, padded to ``max_atoms`` where the space pads."""
+        from diffkit.state import State
+
+        self.check_packed()
+        atoms, bonds, mask = self._one_hot_graphs()
+        n = mask.shape[1]
+        real = mask.bool()
+        charges = torch.nn.functional.one_hot(self._charge_indices(n).clamp_min(0), len(self.space.charge_values)).float() * real[..., None]
+        pos = self.pos[:, :n].float() * real[..., None]
+        pos = (pos - pos.sum(1, keepdim=True) / mask.sum(1)[:, None, None]) * real[..., None]
+        state = State(atoms=atoms, bonds=bonds, mask=mask, pos=pos, charges=charges)
+        return (self.space._pad(state) if self.space.pad_to_max else state), None
 
 
 def _parse_list(text: str) -> list[str]:
@@ -198,7 +231,8 @@ def qm9_3d(split: str = "train", seed: int = 0, source_limit: int | None = None,
         idx = idx[: int(subset)]
     picked = {k: v[idx] for k, v in tensors.items()}
     space = TASKS[task](atom_types=list(QM9_ATOMS_H), max_atoms=QM9_MAX_ATOMS_H, charge_values=list(QM9_CHARGES))
-    return Molecule3DDataset(picked, [smiles[i] for i in idx.tolist()], space, {**info, "seed": seed, "split": split, "split_size": int(idx.numel()), "task": task})
+    info = with_stats_path({**info, "seed": seed, "split": split, "split_size": int(idx.numel()), "task": task}, idx, space)
+    return Molecule3DDataset(picked, [smiles[i] for i in idx.tolist()], space, info)
 
 
 def qm9_conformers(split: str = "train", seed: int = 0, source_limit: int | None = None, subset: int | None = None) -> Molecule3DDataset:

@@ -148,3 +148,39 @@ def test_training_batches_are_cut_to_their_largest_molecule(qm9_3d_small):
     n = max(x["atoms"].numel() for x in items)
     assert cut["pos"].shape[1] == n and cut["bonds"].shape[1:3] == (n, n) and cut["mask"].shape[1] == n
     assert torch.equal(cut["pos"], state["pos"][:, :n]) and cut["mask"].sum() == state["mask"].sum()
+
+
+@pytest.mark.parametrize("task", ["generation", "conformers"])
+def test_packed_collate_and_statistics_equal_the_per_item_path(qm9_3d_small, task):
+    """collate_all / space_statistics work on the packed tensors in one pass; they must give what
+    space.collate and space.fit give item by item (positions to float rounding of the mean)."""
+    base = qm9_3d_small["train"]
+    data = qm9_3d("train", source_limit=ROWS, task=task)
+    assert len(data) == len(base) > 50
+    items = [data[i] for i in range(len(data))]
+    packed, labels = data.collate_all()
+    looped = data.space.collate(items)
+    assert labels is None and set(packed) == set(looped)
+    for name in looped:
+        assert packed[name].shape == looped[name].shape, name
+        if name == "pos":
+            torch.testing.assert_close(packed[name], looped[name], atol=1e-5, rtol=0)
+        else:
+            assert torch.equal(packed[name], looped[name]), name
+    stats, fitted = data._statistics(), data.space.fit(items)
+    assert stats["sizes"] == pytest.approx(fitted["sizes"])
+    for field in ("atoms", "bonds", "charges"):
+        assert stats["frequencies"][field] == pytest.approx(fitted["frequencies"][field]), field
+
+
+def test_packed_checks_name_the_bad_molecule(qm9_3d_small):
+    data = qm9_3d("train", source_limit=ROWS)
+    data.charges = data.charges.clone()
+    data.charges[3, 0] = 2  # outside charge_values (-1, 0, 1)
+    with pytest.raises(SpaceError, match=r"graph 3 .*formal charges must lie in charge_values"):
+        data.collate_all()
+    data = qm9_3d("train", source_limit=ROWS)
+    data.pos = data.pos.clone()
+    data.pos[5, 1, 2] = float("nan")
+    with pytest.raises(SpaceError, match=r"graph 5 .*positions must be finite"):
+        data.collate_all()
