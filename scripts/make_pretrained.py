@@ -3,6 +3,10 @@
 
     python scripts/make_pretrained.py gmm --dest diffkit/shipped/gmm
     python scripts/make_pretrained.py digits --dest plugins/diffkit-image/diffkit_image/shipped/digits
+    python scripts/make_pretrained.py qm9-cpu --run RUN_DIR --n 200 --dest plugins/diffkit-molecule/diffkit_molecule/shipped/qm9-cpu
+
+With ``--run`` nothing is trained: a run directory already trained from the same recipe and seed (by a
+benchmark script, say) is scored and cut; the card then records the run's own training figures from its log.
 
 The card records the command, the recipe, the seed, the SHA-256 and size of every file, and the figures
 measured here (the recipe's sampler, steps and sample count, seed 0) with the relative tolerance within which
@@ -25,6 +29,22 @@ from diffkit.runs import sample_run
 from diffkit.training.trainer import train
 
 
+def trained_run_summary(run_dir: Path, recipe: str, seed: int) -> dict:
+    """What the run's config and log say of its training; refuses a run of another recipe or seed."""
+    from diffkit.rundir import read_config, read_log
+
+    config = read_config(run_dir)
+    made = config["recipe"]
+    if made.get("name") != recipe or int(made.get("seed", 0)) != seed:
+        raise SystemExit(f"make_pretrained: {run_dir} was trained from recipe {made.get('name')!r} seed {made.get('seed', 0)}, "
+                         f"not {recipe!r} seed {seed}; pass the matching recipe and --seed")
+    log = read_log(run_dir)
+    rates = [r["items_per_second"] for r in log if "items_per_second" in r]
+    budget = [r["minutes"] for r in log if r.get("event") == "time budget"]
+    return {"steps": config.get("step"), "items_per_second": round(sum(rates) / len(rates), 1) if rates else None,
+            "train_seconds": round(60 * budget[-1], 1) if budget else None, "stopped_by_time_budget": bool(budget)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("recipe", help="registered recipe name")
@@ -34,19 +54,29 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=0.15, help="relative tolerance recorded for reproducing the figures")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--keep-run", default=None, help="also keep the full training run here")
+    p.add_argument("--run", default=None, help="cut this run directory (trained from RECIPE with --seed) instead of training one")
+    p.add_argument("--trained-by", default=None, help="with --run: the command that trained it, recorded on the card")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="diffkit-pretrained-"))
     try:
-        run_dir = work / "run"
-        t0 = time.perf_counter()
-        summary = train(args.recipe, run_dir, seed=args.seed, progress=False)
-        train_seconds = time.perf_counter() - t0
+        if args.run:
+            run_dir, summary = Path(args.run), trained_run_summary(Path(args.run), args.recipe, args.seed)
+            train_seconds = summary.get("train_seconds")
+        else:
+            run_dir = work / "run"
+            t0 = time.perf_counter()
+            summary = train(args.recipe, run_dir, seed=args.seed, progress=False)
+            train_seconds = time.perf_counter() - t0
         sampled = sample_run(run_dir, n=args.n, seed=0, out=work / "samples", progress=False)
         figures = {"sampler": sampled["sampler"], "steps": sampled["steps"], "n": sampled["n"], "seed": 0, "guidance": sampled.get("guidance"),
                    "metrics": {k: v for k, v in sampled.get("metrics", {}).items() if isinstance(v, (int, float))},
-                   "train_seconds": round(train_seconds, 1), "torch_threads": torch.get_num_threads()}
+                   "train_seconds": None if train_seconds is None else round(train_seconds, 1), "torch_threads": torch.get_num_threads()}
+        if args.run:
+            figures["training"] = summary
+            if args.trained_by:
+                figures["trained_by"] = args.trained_by
         command = "python scripts/make_pretrained.py " + " ".join(sys.argv[1:] if argv is None else argv)
         info = export(run_dir, args.dest, figures=figures, made_by=command, tolerance={"relative": args.tolerance})
         if args.keep_run:
