@@ -103,6 +103,8 @@ def export(run_dir: str | Path, dest: str | Path, *, figures: dict, made_by: str
     digest = atomic_save_tensors(dest / "model.safetensors", prefixed("ema", tensors), {"format": config["format"]})
     shipped = {k: v for k, v in config.items() if k not in ("optimizer", "checksums", "world_size", "checkpoint", "previous")}  # a flat run: files beside config.json
     shipped["checksums"] = {"model.safetensors": digest}
+    if isinstance(figures.get("n"), int):  # `diffkit sample NAME` draws, by default, as many samples as the card's figures were measured on
+        shipped["recipe"] = {**shipped["recipe"], "sample": {**shipped["recipe"].get("sample", {}), "n": figures["n"]}}
     atomic_write_json(dest / "config.json", shipped)
     info = {
         "name": dest.name, "recipe": config["recipe"]["name"], "seed": config["recipe"].get("seed", 0), "steps": config.get("step"),
