@@ -35,11 +35,10 @@ from pathlib import Path
 
 import torch
 
-from diffkit.recipe import load_dataset, load_recipe
+from diffkit.recipe import load_dataset
 
 from diffkit.runs import evaluate, generate, load_run, read_log
 from diffkit.rundir import atomic_write_json
-from diffkit.training.trainer import train
 
 SHOWN = ["validity", "validity_relaxed", "connected", "valid_connected", "uniqueness", "novelty", "novelty_all_splits", "vun", "fcd", "fcd_floor",
          "filters", "nspdk_gdss", "nspdk_floor_gdss", "atom_types_distance", "bond_types_distance", "valency_distance", "size_distance"]
@@ -73,15 +72,9 @@ def protocol_table(m: dict) -> list[str]:
 
 
 def train_run(recipe: str, out: Path, minutes: float | None, steps: int | None) -> tuple[Path, dict]:
-    run_dir = out / "run"
-    if (run_dir / "config.json").exists():
-        print(f"qm9 bench: reusing the trained run in {run_dir}", file=sys.stderr)
-        summary = {"reused": True}
-    else:
-        t0 = time.perf_counter()
-        summary = train(recipe, run_dir, steps=steps, max_minutes=minutes, progress=True)
-        summary["wall_seconds"] = time.perf_counter() - t0
-    return run_dir, summary
+    from qm9_3d import train_run as train_or_reuse  # one train-or-reuse step for the molecule benchmarks
+
+    return train_or_reuse(recipe, out, minutes, steps, device="cpu")
 
 
 def training_figures(run_dir: Path) -> dict:

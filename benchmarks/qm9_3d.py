@@ -44,7 +44,7 @@ SHOWN = ["molecule_stability", "atom_stability", "molecule_stability_distances",
 def train_run(recipe: str, out: Path, minutes: float | None, steps: int | None, device: str) -> tuple[Path, dict]:
     run_dir = out / "run"
     if (run_dir / "config.json").exists():
-        print(f"qm9-3d bench: reusing the trained run in {run_dir}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).stem} bench: reusing the trained run in {run_dir}", file=sys.stderr)
         return run_dir, {"reused": True}
     t0 = time.perf_counter()
     summary = train(recipe, run_dir, steps=steps, max_minutes=minutes, progress=True, device=device)

@@ -351,19 +351,26 @@ def _count_rows(files) -> int:
     return total
 
 
-def _qm9_rows(files, limit):
+def qm9_csv_rows(files, limit, columns):
+    """``(row number from 1, {column: text})`` for the first ``limit`` data rows of qm9pack's CSV files
+    (every row when ``limit`` is None), reading only ``columns``."""
     csv.field_size_limit(1 << 30)
     k = 0
     for path in files:
         with open(path, newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader)
-            col = header.index("SMILES")
+            col = {name: header.index(name) for name in columns}
             for row in reader:
                 if limit is not None and k >= limit:
                     return
                 k += 1
-                yield k, row[col]
+                yield k, {name: row[i] for name, i in col.items()}
+
+
+def _qm9_rows(files, limit):
+    for k, row in qm9_csv_rows(files, limit, ("SMILES",)):
+        yield k, row["SMILES"]
 
 
 def qm9(split: str = "train", seed: int = 0, source_limit: int | None = None, subset: int | None = None, encoding: str = "categorical") -> MoleculeDataset:

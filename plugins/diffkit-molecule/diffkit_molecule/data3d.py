@@ -20,7 +20,6 @@ Processing, per molecule of the source (130,831 rows):
 """
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 import re
 from collections import Counter
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from diffkit_molecule import chem
-from diffkit_molecule.data import QM9_TRAIN, PackedGraphDataset, _cached, _check_split, _qm9_rows, qm9_files, split_indices, with_stats_path  # noqa: F401 (shared processing rules)
+from diffkit_molecule.data import QM9_TRAIN, PackedGraphDataset, _cached, _check_split, qm9_csv_rows, qm9_files, split_indices, with_stats_path  # noqa: F401 (shared processing rules)
 from diffkit_molecule.space3d import QM9_ATOMS_H, QM9_CHARGES, QM9_MAX_ATOMS_H, ConformerSpace, Molecule3DSpace
 
 PROCESSING_VERSION_3D = 2
@@ -147,19 +146,9 @@ def molecule_from_row(smiles: str, elements: list[str], xyz: np.ndarray) -> tupl
 
 
 def _rows_3d(files, limit):
-    csv.field_size_limit(1 << 30)
-    k = 0
-    for path in files:
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader)
-            col = {name: header.index(name) for name in ("SMILES", "Elements", "XYZ_Ang")}
-            for row in reader:
-                if limit is not None and k >= limit:
-                    return
-                k += 1
-                xyz = np.array([float(v) for v in _NUMBER.findall(row[col["XYZ_Ang"]].replace("*^", "e"))], dtype=np.float64)
-                yield k, row[col["SMILES"]], _parse_list(row[col["Elements"]]), xyz
+    for k, row in qm9_csv_rows(files, limit, ("SMILES", "Elements", "XYZ_Ang")):
+        xyz = np.array([float(v) for v in _NUMBER.findall(row["XYZ_Ang"].replace("*^", "e"))], dtype=np.float64)
+        yield k, row["SMILES"], _parse_list(row["Elements"]), xyz
 
 
 def process_qm9_3d(rows, atom_types=QM9_ATOMS_H, charge_values=QM9_CHARGES, max_atoms=QM9_MAX_ATOMS_H) -> tuple[dict, list[str], dict]:
