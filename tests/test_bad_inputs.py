@@ -104,6 +104,7 @@ def test_an_old_recipe_name_loads_the_renamed_recipe_with_a_note(tmp_path, monke
     assert len(note) == 1 and "'gmm-quick' is now called 'gmm-smoke' (smoke test: checks the path, not the quality)" in note[0]
     assert "diffkit pretrained" in note[0] and "diffkit sample NAME" in note[0]
     assert load_recipe("recipe:gmm-quick")["name"] == "gmm-smoke"
+    assert "'gmm-quick' is now called 'gmm-smoke'" in capsys.readouterr().err
     load_recipe("gmm-smoke")
     assert capsys.readouterr().err == ""  # the new name says nothing
     registry.register("recipes", "renamed-recipe", lambda: {**load_recipe("gmm-smoke"), "name": "renamed-recipe", "aliases": ["older-name"]})

@@ -95,6 +95,17 @@ def test_quick_bench_shows_diffusion_and_flow_matching_side_by_side(tiny_two_met
     assert (tmp_path / "tasks" / tiny_two_methods / f"{tiny_two_methods}-sliced_wasserstein-vs-nfe.png").exists()
 
 
+def test_a_failing_method_is_reported_and_the_other_still_runs(tiny_two_methods, tmp_path):
+    flow = registry.load("recipes", "tiny-bench-flow")()
+    flow["diffusion"] = {"x": {"process": "no-such-path"}}
+    run_bench("quick", [tiny_two_methods], out=tmp_path, progress=False)
+    task = json.loads((tmp_path / "report.json").read_text())["tasks"][tiny_two_methods]
+    assert "error" not in task and {r["method"] for r in task["rows"]} == {"diffusion"}
+    assert "no-such-path" in task["methods"]["flow-matching"]["error"] and "train" in task["methods"]["diffusion"]
+    md = (tmp_path / "report.md").read_text()
+    assert "### flow matching (recipe `tiny-bench-flow`)" in md and "failed: " in md
+
+
 def test_quick_bench_report_structure_and_finite_figures(tiny_task, tmp_path):
     report = run_bench("quick", [tiny_task], out=tmp_path, progress=False)
     on_disk = json.loads((tmp_path / "report.json").read_text())
