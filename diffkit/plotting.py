@@ -63,21 +63,35 @@ def image_grid_png(images: Sequence[torch.Tensor], path: Path, labels: Sequence[
 
 def curves_png(series: dict, path: Path, xlabel: str, ylabel: str, title: str = "", logx: bool = True, logy: bool = True, hline: float | None = None, hline_label: str = "") -> Path:
     """One line per ``name -> (xs, ys)``."""
+    return panels_png({"": series}, path, xlabel, ylabel, title, logx, logy, hline, hline_label)
+
+
+def panels_png(panels: dict, path: Path, xlabel: str, ylabel: str, title: str = "", logx: bool = True, logy: bool = True, hline: float | None = None, hline_label: str = "") -> Path:
+    """Panels side by side on one y axis, one per ``panel title -> {name -> (xs, ys)}``, one line per name (a name
+    keeps its colour in every panel)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", ms=3, label=name)
-    if hline is not None:
-        ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 if len(panels) == 1 else 4.5 * len(panels), 4), dpi=120, sharey=True, squeeze=False)
+    names = list(dict.fromkeys(name for series in panels.values() for name in series))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colour = {name: palette(i % palette.N) for i, name in enumerate(names)}
+    for ax, (panel, series) in zip(axes[0], panels.items()):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o", ms=3, label=name, color=colour[name])
+        if hline is not None:
+            ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        if panel:
+            ax.set_title(panel, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(ylabel)
+    if title and list(panels) == [""]:
+        axes[0][0].set_title(title, fontsize=9)
+    elif title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

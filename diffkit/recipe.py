@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from diffkit.denoiser import Denoiser
 from diffkit.evaluation import split_items
 from diffkit.processes.composite import Diffusion
-from diffkit.registry import RegistryError, load
+from diffkit.registry import RegistryError, load, names
 from diffkit.spaces.base import Space
 from diffkit.state import State
 
@@ -70,14 +71,19 @@ def load_recipe(recipe: str | Path | dict) -> dict:
         explicit = text.startswith("recipe:")
         name = text.split(":", 1)[1] if explicit else text
         try:
-            obj = load("recipes", name)
+            out = _registered_recipe(name)
         except RegistryError as exc:
-            if not explicit and Path(name).is_file():
-                raise RecipeError(f"no recipe named {name!r} is registered, but a file {name} is here; write ./{name} to read it as a recipe file") from None
-            raise RecipeError(str(exc)) from None
+            out = recipe_with_alias(name)
+            if out is None:
+                if not explicit and Path(name).is_file():
+                    raise RecipeError(f"no recipe named {name!r} is registered, but a file {name} is here; write ./{name} to read it as a recipe file") from None
+                raise RecipeError(str(exc)) from None
         if not explicit and Path(name).is_file():
             raise RecipeError(f"{name!r} is both a registered recipe and a file here; write ./{name} for the file or recipe:{name} for the registered recipe")
-        out = obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
+        if name != out.get("name", name) and name in out.get("aliases", []):
+            what = str(out.get("description", "")).split(";")[0]  # the recipes' descriptions open with what they are
+            print(f"diffkit: recipe {name!r} is now called {out['name']!r}" + (f" ({what})" if what else "") + "; the old name goes after this "
+                  "release. For recognisable samples: 'diffkit pretrained' lists the shipped models, 'diffkit sample NAME' samples one", file=sys.stderr)
     from diffkit.recipe_schema import validate_recipe
 
     validate_recipe(out, out.get("name", str(recipe)) if isinstance(out, dict) else str(recipe))  # typos are errors, not defaults
@@ -90,6 +96,25 @@ def load_recipe(recipe: str | Path | dict) -> dict:
     out.setdefault("eval", {"metrics": [], "reference": "test"})
     out.setdefault("seed", 0)
     return out
+
+
+def _registered_recipe(name: str) -> dict:
+    """The recipe registered as ``name`` (a function returning a dict, a TOML path or a dict), as a fresh dict."""
+    obj = load("recipes", name)
+    return obj() if callable(obj) else tomllib.loads(Path(obj).read_text()) if isinstance(obj, (str, Path)) else copy.deepcopy(obj)
+
+
+def recipe_with_alias(alias: str) -> dict | None:
+    """The registered recipe whose ``aliases`` list holds ``alias`` (an old name kept working for a release),
+    or None. Read only when no recipe is registered under that name; a broken recipe is skipped."""
+    for name in names("recipes"):
+        try:
+            recipe = _registered_recipe(name)
+        except Exception:  # noqa: BLE001 - a broken plugin's recipe is reported by 'diffkit plugins', never here
+            continue
+        if isinstance(recipe, dict) and alias in (recipe.get("aliases") or []):
+            return recipe
+    return None
 
 
 # --- building -------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ EVAL = {"metrics": list, "reference": str, "options": OPEN}
 REPRESENTATION = {"name": str, "options": OPEN, "cache": bool}  # the first stage of a two-stage recipe
 TIER = {"train": TRAIN, "sample": SAMPLE, "data": DATA, "model": MODEL, "representation": REPRESENTATION, "n": int, "nfe": list, "samplers": list,
         "ancestral_steps": int, "guidance": object}
-BENCH = {"task": str, "primary": str, "higher_is_better": bool, "samplers": list, "ancestral_steps": int, "guidance": object, "options": OPEN,
+BENCH = {"task": str, "method": str, "primary": str, "higher_is_better": bool, "samplers": list, "ancestral_steps": int, "guidance": object, "options": OPEN,
          "n": int, "nfe": list, "quick": TIER, "standard": TIER, "full": TIER}
-RECIPE = {"name": str, "description": str, "seed": int, "data": DATA, "diffusion": OPEN, "model": MODEL, "train": TRAIN, "sample": SAMPLE,
+RECIPE = {"name": str, "description": str, "aliases": list, "seed": int, "data": DATA, "diffusion": OPEN, "model": MODEL, "train": TRAIN, "sample": SAMPLE,
           "eval": EVAL, "bench": BENCH, "representation": REPRESENTATION}
 REQUIRED = ("data", "diffusion", "model")
 

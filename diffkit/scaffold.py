@@ -65,7 +65,7 @@ def new_plugin(name: str, dir: str | Path = ".") -> Path:
     """Write the distribution ``diffkit-NAME`` under ``dir`` and return its path.
 
     It holds ``setup.cfg`` (entry points), ``pyproject.toml``, ``README.md``, the package
-    ``diffkit_NAME/`` (space, dataset, backbone, metric, recipes ``NAME`` and ``NAME-quick``) and
+    ``diffkit_NAME/`` (space, dataset, backbone, metric, recipes ``NAME`` and ``NAME-smoke``) and
     ``tests/`` that run the conformance kit. It passes its own tests unchanged once installed.
     """
     if not isinstance(name, str) or not NAME_RE.match(name):

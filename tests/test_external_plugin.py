@@ -12,6 +12,7 @@ that folder on ``PYTHONPATH``:
     data's two patterns.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -224,7 +225,14 @@ def test_a_plugin_sampler_declared_once_is_benchmarked(installed_plugin):
     root, site = installed_plugin
     run_diffkit(site, root, "bench", "--tier", "quick", "--task", "gmm", "--out", "bench-out", "--quiet")
     report = json.loads((root / "bench-out" / "report.json").read_text())
-    rows = report["tasks"]["gmm"]["rows"]
+    task = report["tasks"]["gmm"]
+    assert list(task["methods"]) == ["diffusion", "flow-matching"]  # the quick bench on gmm shows both methods
+    flow = [r for r in task["rows"] if r["method"] == "flow-matching"]
+    assert {"flow-euler", "flow-midpoint"} <= {r["sampler"] for r in flow}
+    # the plugin sampler updates Gaussian fields, so it joins the flow block too (a flow path is a Gaussian process)
+    assert sorted(r["nfe"] for r in flow if r["sampler"] == "toy-euler-ancestral") == [10, 20]
+    assert all(math.isfinite(r["metrics"]["sliced_wasserstein"]) for r in flow)
+    rows = [r for r in task["rows"] if r["method"] == "diffusion"]
     mine = {r["nfe"]: r for r in rows if r["sampler"] == "toy-euler-ancestral"}
     ddim = {r["nfe"]: r for r in rows if r["sampler"] == "ddim"}
     assert sorted(mine) == [10, 20], [(r["sampler"], r["nfe"]) for r in rows]

@@ -114,7 +114,7 @@ def test_cli_errors_are_one_line_with_the_fix(tmp_path):
 
 def test_cli_train_then_sample_writes_natural_outputs(tmp_path):
     out = tmp_path / "run"
-    res = run_cli("train", "gmm-quick", "--out", str(out), "--steps", "200", "--seed", "3", "--quiet")
+    res = run_cli("train", "gmm-smoke", "--out", str(out), "--steps", "200", "--seed", "3", "--quiet")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1])["steps"] == 200
     for name in ("config.json", "log.jsonl"):

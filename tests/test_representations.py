@@ -82,7 +82,7 @@ def test_a_fitted_first_stage_is_cached_by_its_configuration(tmp_path):
 
 
 def _two_stage_recipe():
-    recipe = load_recipe("gmm-quick")
+    recipe = load_recipe("gmm-smoke")
     recipe["representation"] = {"name": "pca"}
     recipe["train"].update(steps=3, checkpoint_every=100, log_every=1)
     recipe["sample"].update(n=16, steps=4)

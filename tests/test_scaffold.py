@@ -88,7 +88,7 @@ def test_a_child_venv_sees_the_packages_of_the_environment_running_the_tests(tmp
 @pytest.mark.slow
 def test_scaffolded_plugin_installs_trains_samples_and_passes_its_tests(tmp_path):
     """Scaffold, install into a fresh venv that sees this interpreter's packages (torch, this diffkit, pip, setuptools, wheel),
-    then `diffkit plugins`, `diffkit train NAME-quick --steps 20`, `diffkit sample`, `diffkit bench --tier quick --task NAME`
+    then `diffkit plugins`, `diffkit train NAME-smoke --steps 20`, `diffkit sample`, `diffkit bench --tier quick --task NAME`
     and the plugin's own pytest."""
     root = new_plugin("demo-e2e", tmp_path)
     py = str(_venv_seeing_this_environment(tmp_path / "venv"))
@@ -104,8 +104,8 @@ def test_scaffolded_plugin_installs_trains_samples_and_passes_its_tests(tmp_path
     rows = json.loads(run("-m", "diffkit", "plugins", "--json").stdout)
     mine = {(r["kind"], r["name"]): r["status"] for r in rows if r["distribution"] == "diffkit-demo-e2e"}
     assert mine == {("space", "demo-e2e"): "ok", ("backbone", "demo-e2e-mlp"): "ok", ("dataset", "demo-e2e-blobs"): "ok",
-                    ("metric", "demo-e2e-moments"): "ok", ("recipe", "demo-e2e"): "ok", ("recipe", "demo-e2e-quick"): "ok"}
-    trained = json.loads(run("-m", "diffkit", "train", "demo-e2e-quick", "--steps", "20", "--out", str(tmp_path / "run"), "--quiet").stdout)
+                    ("metric", "demo-e2e-moments"): "ok", ("recipe", "demo-e2e"): "ok", ("recipe", "demo-e2e-smoke"): "ok"}
+    trained = json.loads(run("-m", "diffkit", "train", "demo-e2e-smoke", "--steps", "20", "--out", str(tmp_path / "run"), "--quiet").stdout)
     assert trained["steps"] == 20
     sampled = json.loads(run("-m", "diffkit", "sample", str(tmp_path / "run"), "--n", "64", "--steps", "5", "--quiet").stdout)
     assert sampled["n"] == 64 and all(Path(p).exists() for p in sampled["files"])

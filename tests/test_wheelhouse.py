@@ -85,9 +85,9 @@ def test_molecule_toolkit_works_in_the_fresh_venv(molecule_env, tmp_path):
     rows = json.loads(_run([str(py), "-m", "diffkit", "plugins", "--json"], env=env).stdout)
     molecule = [r for r in rows if r["distribution"] == "diffkit-molecule"]
     assert molecule and all(r["status"] == "ok" for r in molecule), molecule
-    assert {"qm9", "qm9-quick"} <= {r["name"] for r in molecule if r["kind"] == "recipe"}
+    assert {"qm9", "qm9-smoke"} <= {r["name"] for r in molecule if r["kind"] == "recipe"}
     run_dir = tmp_path / "run"
-    _run([str(py), "-m", "diffkit", "train", "qm9-quick", "--out", str(run_dir), "--steps", "5", "--quiet"], env=env)
+    _run([str(py), "-m", "diffkit", "train", "qm9-smoke", "--out", str(run_dir), "--steps", "5", "--quiet"], env=env)
     res = _run([str(py), "-m", "diffkit", "sample", str(run_dir), "--n", "16", "--steps", "10", "--out", str(tmp_path / "samples"), "--quiet"], env=env)
     summary = json.loads(res.stdout)
     assert summary["n"] == 16

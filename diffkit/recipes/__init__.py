@@ -19,10 +19,12 @@ def gmm_flow() -> dict:
     return read_packaged("diffkit.recipes", "gmm-flow.toml")
 
 
-def gmm_quick() -> dict:
+def gmm_smoke() -> dict:
     """The ``gmm`` recipe at a tenth of the training budget (for smoke tests)."""
     recipe = gmm()
-    recipe["name"] = "gmm-quick"
+    recipe["name"] = "gmm-smoke"
+    recipe["description"] = "smoke test: checks the path, not the quality; gmm at a tenth of its training budget (300 steps)"
+    recipe["aliases"] = ["gmm-quick"]  # the old name, kept for one release
     recipe.pop("bench", None)  # the bench task is gmm; its quick tier plays this role there
     recipe["train"].update(steps=300, checkpoint_every=100, log_every=50)
     recipe["sample"]["n"] = 2000

@@ -173,7 +173,7 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         config = read_config(self.out_dir)
         trained = config["recipe"].get("name")
-        if self.recipe["name"] != trained:
+        if self.recipe["name"] != trained and trained not in self.recipe.get("aliases", []):  # a run of the recipe under an old name resumes
             raise CheckpointError(f"{self.out_dir} holds a run of recipe {trained!r}, not {self.recipe['name']!r}; resume with the same recipe or choose another --out")
         model = load_tensors(self.out_dir, "model.safetensors", config)
         trainer = load_tensors(self.out_dir, "trainer.safetensors", config)

@@ -12,7 +12,7 @@ Decoding undoes the standardisation and turns frames into a wave with the ``voco
 - ``"griffin-lim"`` (the baseline): the power spectrogram ``P`` solving ``M P = exp(m)`` in least squares
   (non-negative, torchaudio ``InverseMelScale``), then ``n_iter`` Griffin-Lim phase iterations (momentum 0.99,
   torchaudio ``GriffinLim``), the last frame repeated once so that the wave has ``T`` samples;
-- a run directory of a mel-conditioned ``diffwave`` (e.g. trained from ``spoken-digits-vocoder-quick``): the
+- a run directory of a mel-conditioned ``diffwave`` (e.g. trained from ``spoken-digits-vocoder-smoke``): the
   vocoder's sampler (``vocoder_sampler``, ``vocoder_steps``) draws the wave for each clip's frames. Its space must
   have the same ``n_mels``, ``hop``, sample rate and length, which is checked when it is loaded.
 """

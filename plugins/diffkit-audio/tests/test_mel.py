@@ -51,7 +51,7 @@ def test_options_that_do_not_fit_are_refused(quick_train):
 def test_a_trained_vocoder_decodes_the_frames_and_a_mismatched_one_is_refused(tmp_path, quick_train, digits_test):
     from diffkit.training.trainer import train
 
-    vocoder = load_recipe("spoken-digits-vocoder-quick")
+    vocoder = load_recipe("spoken-digits-vocoder-smoke")
     vocoder["train"].update(steps=2, checkpoint_every=2, log_every=1)
     train(vocoder, tmp_path / "vocoder", progress=False)
     rep = LogMel(quick_train.space, vocoder=str(tmp_path / "vocoder"), vocoder_steps=2)

@@ -12,13 +12,13 @@ from diffkit.testing import check_backbone, check_metric, check_recipe, check_sp
 
 
 def test_everything_is_registered():
-    assert {"spoken-digits", "spoken-digits-quick", "spoken-digits-vocoder-quick"} <= set(names("recipes"))
+    assert {"spoken-digits", "spoken-digits-smoke", "spoken-digits-vocoder-smoke"} <= set(names("recipes"))
     assert {"spoken-digits", "audio-folder"} <= set(names("datasets"))
     assert {"spoken-digits-frechet", "spoken-digits-is", "spoken-digits-accuracy", "mrstft"} <= set(names("metrics"))
     assert "diffwave" in names("backbones") and load("spaces", "audio").name == "audio"
 
 
-@pytest.mark.parametrize("name", ["spoken-digits", "spoken-digits-quick"])
+@pytest.mark.parametrize("name", ["spoken-digits", "spoken-digits-smoke"])
 def test_recipes_load(name):
     r = load_recipe(name)
     assert r["name"] == name and r["data"]["dataset"] == "spoken-digits" and r["model"]["backbone"] == "diffwave"
@@ -28,21 +28,21 @@ def test_recipes_load(name):
 
 @pytest.fixture(scope="module")
 def quick_run():
-    return build_run(load_recipe("spoken-digits-quick"))
+    return build_run(load_recipe("spoken-digits-smoke"))
 
 
 def test_space_and_backbone_conformance(quick_run):
     elements, _ = split_items([quick_run.dataset[i] for i in range(6)])
     assert "round-trip" in check_space(quick_run.space, elements, registered_name="audio")
-    opts = load_recipe("spoken-digits-quick")["model"]["options"]
+    opts = load_recipe("spoken-digits-smoke")["model"]["options"]
     checked = check_backbone(load("backbones", "diffwave"), quick_run.space, quick_run.diffusion, examples=elements[:4], stats=quick_run.stats,
                              num_classes=10, options=opts, name="diffwave")
     assert "gradients" in checked and "batch-independence" in checked
 
 
 @pytest.mark.slow
-def test_quick_recipe_trains_samples_and_scores(tmp_path):
-    checked = check_recipe("spoken-digits-quick", steps=2, sample_n=4, sample_steps=2, out_dir=tmp_path / "run")
+def test_smoke_recipe_trains_samples_and_scores(tmp_path):
+    checked = check_recipe("spoken-digits-smoke", steps=2, sample_n=4, sample_steps=2, out_dir=tmp_path / "run")
     assert "evaluate" in checked
     metrics = (tmp_path / "run" / "samples" / "metrics.json")
     assert metrics.exists() and "spoken_digits_fd" in metrics.read_text()
@@ -50,7 +50,7 @@ def test_quick_recipe_trains_samples_and_scores(tmp_path):
 
 
 def test_registered_metrics_conformance(quick_run):
-    recipe = load_recipe("spoken-digits-quick")
+    recipe = load_recipe("spoken-digits-smoke")
     ref = load_dataset(recipe, "test")
     gen, gen_labels = split_items([quick_run.dataset[i] for i in range(40)])
     ref_items, ref_labels = split_items(ref)
@@ -61,9 +61,9 @@ def test_registered_metrics_conformance(quick_run):
 
 @pytest.mark.slow
 def test_vocoder_recipe_trains_and_samples_from_reference_mels(tmp_path):
-    recipe = load_recipe("spoken-digits-vocoder-quick")
+    recipe = load_recipe("spoken-digits-vocoder-smoke")
     assert recipe["data"]["space"] == {"n_mels": 40, "hop": 64} and "mel" not in recipe["diffusion"] and recipe["model"]["num_classes"] == 0
-    checked = check_recipe("spoken-digits-vocoder-quick", steps=2, sample_n=4, sample_steps=2, out_dir=tmp_path / "run")
+    checked = check_recipe("spoken-digits-vocoder-smoke", steps=2, sample_n=4, sample_steps=2, out_dir=tmp_path / "run")
     assert "evaluate" in checked
     run = load_run(tmp_path / "run")
     assert run.space.config()["n_mels"] == 40 and run.denoiser.backbone.n_mels == 40 and list(run.diffusion.processes) == ["wave"]

@@ -1,4 +1,4 @@
-"""Recipes, the conformance kit on every registered component, and the digits-quick recipe end to end."""
+"""Recipes, the conformance kit on every registered component, and the digits-smoke recipe end to end."""
 import json
 import math
 
@@ -15,20 +15,20 @@ from diffkit.training.trainer import train
 
 
 def test_everything_is_registered():
-    assert {"digits", "digits-quick"} <= set(names("recipes"))
+    assert {"digits", "digits-smoke"} <= set(names("recipes"))
     assert {"digits", "image-folder"} <= set(names("datasets"))
     assert {"digits-frechet", "digits-accuracy"} <= set(names("metrics"))
     assert "unet" in names("backbones") and load("spaces", "image").name == "image"
 
 
-@pytest.mark.parametrize("name", ["digits", "digits-quick"])
+@pytest.mark.parametrize("name", ["digits", "digits-smoke"])
 def test_recipes_load(name):
     r = load_recipe(name)
     assert r["name"] == name and r["data"]["dataset"] == "digits" and r["data"]["options"]["size"] == 8
     assert r["model"]["backbone"] == "unet" and r["model"]["num_classes"] == 10 and r["train"]["p_uncond"] > 0
     assert set(r["diffusion"]) == {"x"} and r["eval"]["reference"] == "test"
     assert set(r["eval"]["metrics"]) == {"digits-frechet", "digits-accuracy"}
-    assert ("bench" in r) == (name == "digits")  # quick copies of recipes are not bench tasks
+    assert ("bench" in r) == (name == "digits")  # smoke copies of recipes are not bench tasks
 
 
 def test_bench_table_is_complete():
@@ -68,13 +68,13 @@ def test_conformance_of_image_folder(tmp_path):
 def test_plugin_kit_covers_every_component():
     ids = {cid for cid, _ in plugin_checks("diffkit-image")}
     assert ids == {"space:image", "backbone:unet", "dataset:digits", "dataset:image-folder", "metric:digits-frechet", "metric:digits-accuracy",
-                   "recipe:digits", "recipe:digits-quick", "dataset:mnist", "representation:autoencoder", "recipe:mnist", "recipe:mnist-latent",
+                   "recipe:digits", "recipe:digits-flow", "recipe:digits-smoke", "dataset:mnist", "representation:autoencoder", "recipe:mnist", "recipe:mnist-latent",
                    "shipped model:digits"}
 
 
 # --- end to end -------------------------------------------------------------------------------------------
-def test_digits_quick_end_to_end(tmp_path, classifier):
-    recipe = load_recipe("digits-quick")
+def test_digits_smoke_end_to_end(tmp_path, classifier):
+    recipe = load_recipe("digits-smoke")
     recipe["train"].update(steps=20, checkpoint_every=20, log_every=10)
     run_dir = tmp_path / "run"
     summary = train(recipe, run_dir, progress=False)
@@ -96,7 +96,7 @@ def test_digits_quick_end_to_end(tmp_path, classifier):
     # diffkit eval on the written PNGs reads back the same images and labels, so it gives the same figures
     from diffkit.evaluator import evaluate_path
 
-    scored = evaluate_path("digits-quick", out)
+    scored = evaluate_path("digits-smoke", out)
     assert scored["n_read"] == 30 and scored["n_labelled"] == 30 and scored["n_invalid"] == 0
     for key in ("digits_frechet_distance", "digits_frechet_train_floor", "digits_accuracy", "digits_reference_accuracy"):
         assert scored["figures"][key] == pytest.approx(figures[key], rel=1e-9, abs=1e-12), key
@@ -106,7 +106,7 @@ def test_bits_per_dim_is_not_blocked_by_the_image_space(classifier):
     """The core's probability-flow likelihood runs on the plugin's space and UNet (bits/dim is the core's metric)."""
     from diffkit.evaluation import EvalContext, bits_per_dim_metric
 
-    run = build_run(load_recipe("digits-quick"))
+    run = build_run(load_recipe("digits-smoke"))
     reference = [run.dataset[i][0] for i in range(4)]
     ctx = EvalContext(generated=reference, reference=reference, labels=None, reference_labels=None, space=run.space,
                       extras={"denoiser": run.denoiser.eval(), "num_classes": run.num_classes, "memo": {}})

@@ -8,7 +8,7 @@ from diffkit.recipe import load_recipe
 from diffkit.runs import sample_run
 from diffkit.training.trainer import train
 
-RECIPES = ["qm9", "qm9-quick", "qm9-cpu", "qm9-onehot", "qm9-onehot-quick"]
+RECIPES = ["qm9", "qm9-smoke", "qm9-cpu", "qm9-flow", "qm9-onehot", "qm9-onehot-smoke"]
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -33,7 +33,7 @@ def _tiny(name, rows=1500):
     return recipe
 
 
-@pytest.mark.parametrize("name,sampler", [("qm9-quick", "ancestral"), ("qm9-onehot-quick", "dpmpp-2m"), ("qm9-onehot-quick", "langevin")])
+@pytest.mark.parametrize("name,sampler", [("qm9-smoke", "ancestral"), ("qm9-flow", "dfm-euler"), ("qm9-onehot-smoke", "dpmpp-2m"), ("qm9-onehot-smoke", "langevin")])
 def test_tiny_run_end_to_end(tmp_path, qm9_small, name, sampler):
     recipe = _tiny(name)
     out = train(recipe, tmp_path / "run", progress=False)

@@ -62,12 +62,12 @@ def test_space_errors_name_the_fix():
 
 
 @pytest.mark.slow
-def test_quick_recipe_learns_the_autocorrelation(tmp_path):
-    """seasonal-quick (300 steps) must beat white noise of the data's variance by far on acf_error."""
+def test_smoke_recipe_learns_the_autocorrelation(tmp_path):
+    """seasonal-smoke (300 steps) must beat white noise of the data's variance by far on acf_error."""
     from diffkit.runs import sample_run
     from diffkit.training.trainer import train
 
-    summary = train("seasonal-quick", tmp_path / "run", progress=False)
+    summary = train("seasonal-smoke", tmp_path / "run", progress=False)
     assert math.isfinite(summary["loss"])
     metrics = sample_run(tmp_path / "run", n=256, progress=False, steps=20)["metrics"]
     assert "errors" not in metrics, metrics

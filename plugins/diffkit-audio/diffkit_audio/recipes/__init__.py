@@ -9,14 +9,14 @@ def spoken_digits() -> dict:
     return read_packaged("diffkit_audio.recipes", "spoken_digits.toml")
 
 
-def spoken_digits_quick() -> dict:
-    """The CPU smoke test: about a minute of training on 2 cores."""
-    return read_packaged("diffkit_audio.recipes", "spoken_digits_quick.toml")
+def spoken_digits_smoke() -> dict:
+    """The CPU smoke test (about a minute of training on 2 cores): checks the path, not the quality."""
+    return read_packaged("diffkit_audio.recipes", "spoken_digits_smoke.toml")
 
 
-def spoken_digits_vocoder_quick() -> dict:
-    """A mel-conditioned DiffWave vocoder at smoke-test scale (about a minute of CPU training)."""
-    return read_packaged("diffkit_audio.recipes", "spoken_digits_vocoder_quick.toml")
+def spoken_digits_vocoder_smoke() -> dict:
+    """A mel-conditioned DiffWave vocoder as a smoke test (about a minute of CPU training): checks the path, not the quality."""
+    return read_packaged("diffkit_audio.recipes", "spoken_digits_vocoder_smoke.toml")
 
 
 def spoken_digits_mel() -> dict:
