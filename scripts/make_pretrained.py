@@ -5,6 +5,10 @@
     python scripts/make_pretrained.py digits --dest plugins/diffkit-image/diffkit_image/shipped/digits
     python scripts/make_pretrained.py qm9-cpu --run RUN_DIR --n 200 --dest plugins/diffkit-molecule/diffkit_molecule/shipped/qm9-cpu
 
+With ``--refigure`` nothing is trained or cut: the shipped model already in ``--dest`` is sampled again with
+today's code (after a change of a sampler's defaults, say) and its card's figures are replaced, the earlier
+ones kept under ``figures_before``.
+
 With ``--run`` nothing is trained: a run directory already trained from the same recipe and seed (by a
 benchmark script, say) is scored and cut; the card then records the run's own training figures from its log.
 
@@ -45,6 +49,30 @@ def trained_run_summary(run_dir: Path, recipe: str, seed: int) -> dict:
             "train_seconds": round(60 * budget[-1], 1) if budget else None, "stopped_by_time_budget": bool(budget)}
 
 
+def refigure(dest: Path, args) -> int:
+    """Sample the shipped model in ``dest`` as its card says (sampler, steps, n, seed, guidance) with today's code and
+    rewrite the card's figures; the sampling defaults the card relies on are the code's, so they move with it."""
+    from diffkit.pretrained import CARD, verify
+    from diffkit.rundir import atomic_write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    verify(dest)
+    card = json.loads((dest / CARD).read_text())
+    before = card["figures"]
+    with tempfile.TemporaryDirectory(prefix="diffkit-refigure-") as work:
+        sampled = sample_run(dest, n=before["n"], sampler=before["sampler"], steps=before["steps"], guidance=before.get("guidance"), seed=before.get("seed", 0),
+                             out=Path(work) / "samples", progress=False)
+    figures = {**before, "sampler": sampled["sampler"], "steps": sampled["steps"], "n": sampled["n"],
+               "metrics": {k: v for k, v in sampled.get("metrics", {}).items() if isinstance(v, (int, float))}, "torch_threads": torch.get_num_threads()}
+    figures.pop("figures_before", None)
+    card["figures"] = {**figures, "figures_before": {"metrics": before["metrics"], "replaced_on": time.strftime("%Y-%m-%d")}}
+    card["refigured_by"] = "python scripts/make_pretrained.py " + " ".join(sys.argv[1:])
+    atomic_write_json(dest / CARD, card)
+    print(json.dumps({"before": before["metrics"], "after": figures["metrics"]}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("recipe", help="registered recipe name")
@@ -56,7 +84,10 @@ def main(argv=None) -> int:
     p.add_argument("--keep-run", default=None, help="also keep the full training run here")
     p.add_argument("--run", default=None, help="cut this run directory (trained from RECIPE with --seed) instead of training one")
     p.add_argument("--trained-by", default=None, help="with --run: the command that trained it, recorded on the card")
+    p.add_argument("--refigure", action="store_true", help="sample the shipped model in --dest again and rewrite its card's figures")
     args = p.parse_args(argv)
+    if args.refigure:
+        return refigure(Path(args.dest), args)
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="diffkit-pretrained-"))
