@@ -265,7 +265,7 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
     differences (``r = 1``) and the step is redone one order higher, at no extra network evaluation.
     The step to the clean level lands on ``x0_hat``; with ``lower_order_final`` the order also drops
     near the end: step ``i`` of ``K`` uses at most ``K - 1 - i`` levels, so the step into the last noise
-    level is first order (as our DPM-Solver++(2M) does), which keeps a long last step in ``lambda`` from
+    level is first order (as DPM-Solver++'s ``lower_order_final`` does), which keeps a long last step in ``lambda`` from
     extrapolating far on uniform-in-``t`` grids."""
     order = int(order)
     if order not in (1, 2, 3):
