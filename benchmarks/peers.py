@@ -231,15 +231,26 @@ class Method:
 DIFFKIT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "deis", "unipc")
 
 
+DIFFKIT_SCHEDULES = ("uniform", "logsnr", "karras", "uniform-trailing", "logsnr-trailing", "karras-trailing")
+
+
+def diffkit_variants(sampler) -> list[tuple[str, dict]]:
+    """(label suffix, options): the sampler's defaults and, where it has the option, ``lower_order_final`` flipped."""
+    param = inspect.signature(sampler).parameters.get("lower_order_final")
+    if param is None:
+        return [("", {})]
+    return [("", {}), (f" lof={'off' if param.default else 'on'}", {"lower_order_final": not param.default})]
+
+
 def diffkit_methods(proc) -> list[Method]:
     diff = Diffusion({"x": proc})
     sigma_T = float(proc.sigma(proc.t_max))
     out = []
     for name in DIFFKIT_SAMPLERS:
         sampler = SAMPLERS[name]
-        for schedule in ("uniform", "logsnr", "karras"):
-            def run(noise, steps, model, sampler=sampler, schedule=schedule):
-                return sampler(model, State(x=sigma_T * noise), make_times(diff, steps, schedule))["x"]
+        for (suffix, opts), schedule in ((v, s) for v in diffkit_variants(sampler) for s in DIFFKIT_SCHEDULES):
+            def run(noise, steps, model, sampler=sampler, schedule=schedule, opts=opts):
+                return sampler(model, State(x=sigma_T * noise), make_times(diff, steps, schedule), **opts)["x"]
 
             def make_free(shape, sampler=sampler):
                 eps = torch.randn(shape, generator=torch.Generator().manual_seed(3))
@@ -252,7 +263,7 @@ def diffkit_methods(proc) -> list[Method]:
                 fn = guided(Denoiser(backbone, diff, "eps"))
                 return fn, (lambda: backbone(None, None))
 
-            out.append(Method("diffkit", name, schedule, lambda nfe, s=sampler: steps_for_nfe(s, nfe), run,
+            out.append(Method("diffkit", name, schedule + suffix, lambda nfe, s=sampler: steps_for_nfe(s, nfe), run,
                               lambda mix, c: diffkit_model(mix, proc, c), make_free))
     return out
 

@@ -39,7 +39,7 @@ from diffkit.processes import Diffusion, VPLinear
 from diffkit.samplers import SAMPLERS, make_times, steps_for_nfe
 from diffkit.state import State
 
-SCHEDULES = ("uniform", "logsnr", "karras")
+SCHEDULES = ("uniform", "logsnr", "karras", "uniform-trailing", "logsnr-trailing", "karras-trailing")
 SAMPLER_OPTIONS = {"langevin": {"n_steps": 5, "step_size": 1e-4}, "pc": {"n_corrector": 1}}
 DETERMINISTIC = ("ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "deis", "unipc")
 """Samplers that follow the probability-flow ODE, so that the coupled error (distance to the converged

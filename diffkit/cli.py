@@ -57,7 +57,7 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
     s.add_argument("--sampler", default=None, help="sampler name (" + ", ".join(_sampler_names()) + ")")
     s.add_argument("--steps", type=int, default=None, help="number of noise levels")
-    s.add_argument("--schedule", default=None, help="time-step schedule: uniform, logsnr or karras; or an explicit grid: a comma-separated list of "
+    s.add_argument("--schedule", default=None, help="time-step schedule: uniform, logsnr or karras, or one of them with -trailing (the grid one level longer, without t_min: better at few steps); default: the sampler's own; or an explicit grid: a comma-separated list of "
                    "times (0.9,0.5,0.1), of noise levels sigma/alpha (sigma:14.6,2.0,0.03) or of log-SNR values (log-snr:-8,0,6), or a .json file "
                    "holding a list of times or {\"sigma\": [...]}; a grid sets the number of levels")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = conditional only)")

@@ -80,7 +80,7 @@ def test_a_sampler_passed_by_name_or_as_a_function_walks_the_same_grid():
     by_name = sample(fn, tpl, sampler="dpmpp-2m", steps=8, generator=torch.Generator().manual_seed(0))
     by_function = sample(fn, tpl, sampler=dpmpp_2m, steps=8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(by_name["x"], by_function["x"])
-    assert dpmpp_2m.spec.schedule == "logsnr" and steps_for_nfe("heun", 19) == steps_for_nfe(dpmpp_2m, 10) == 10
+    assert dpmpp_2m.spec.schedule == "logsnr-trailing" and steps_for_nfe("heun", 19) == steps_for_nfe(dpmpp_2m, 10) == 10
 
 
 def test_samplers_and_bench_lists_come_from_the_declarations():
@@ -93,7 +93,7 @@ def test_samplers_and_bench_lists_come_from_the_declarations():
     registry.register("samplers", "local-euler", local_euler)
     try:
         assert samplers.SAMPLERS["local-euler"] is local_euler and samplers.DEFAULT_SCHEDULE["local-euler"] == "karras"
-        assert samplers.DEFAULT_SCHEDULE["euler"] == "karras" and samplers.DEFAULT_SCHEDULE["ancestral"] == "uniform"
+        assert samplers.DEFAULT_SCHEDULE["euler"] == "logsnr-trailing" and samplers.DEFAULT_SCHEDULE["ancestral"] == "uniform"
         gaussian = Diffusion({"x": VPLinear()})
         categorical = Diffusion({"c": CategoricalProcess(3)})
         assert bench_samplers(["ddim", "not-installed"], gaussian) == ["ddim", "local-euler"]

@@ -41,7 +41,7 @@ def ancestral(denoiser, state, times, *, generator=None, callback: Callable | No
     return drive(ancestral.spec, denoiser, state, times, _ancestral_update, generator=generator, callback=callback)
 
 
-@sampler("ddim")
+@sampler("ddim", schedule="logsnr-trailing")
 def ddim(denoiser, state, times, *, eta: float = 0.0, generator=None, callback: Callable | None = None):
     """DDIM (Song, Meng & Ermon 2021): ``x_s = a_s x0_hat + sqrt(s_s^2 - c^2) eps_hat + c z`` with
     ``eps_hat = (x_t - a_t x0_hat)/s_t`` and ``c = eta sqrt(s_{t|s}^2 s_s^2 / s_t^2)``; ``eta = 0`` is
@@ -66,7 +66,7 @@ def _euler_update(lv: Level, name: str) -> torch.Tensor:
     return lin((a_s * r / a_t, lv.x[name]), (a_s * (1.0 - r), lv.pred[name]))
 
 
-@sampler("euler", schedule="karras")
+@sampler("euler", schedule="logsnr-trailing")
 def euler(denoiser, state, times, *, generator=None, callback: Callable | None = None):
     """Euler on the probability-flow ODE in variance-exploding coordinates ``y = x/alpha``,
     ``s = sigma/alpha`` (Karras et al. 2022): ``dy/ds = (y - x0_hat)/s``, so
@@ -89,7 +89,7 @@ def _heun_correction(lv: Level, out: State) -> State:
     return out
 
 
-@sampler("heun", schedule="karras", nfe=lambda steps, **_: 2 * steps - 1)
+@sampler("heun", schedule="uniform-trailing", nfe=lambda steps, **_: 2 * steps - 1)
 def heun(denoiser, state, times, *, generator=None, callback: Callable | None = None):
     """Heun's second-order method on the probability-flow ODE (EDM, Karras et al. 2022, Algorithm 1) in
     ``y = x/alpha``, ``s = sigma/alpha``: the Euler step ``y' = y_t + (s_s - s_t) d_t`` with ``d = (y - x0_hat)/s``,
@@ -98,7 +98,7 @@ def heun(denoiser, state, times, *, generator=None, callback: Callable | None = 
 
 
 def _dpmpp(order: int):
-    def dpmpp(denoiser, state, times, *, lower_order_final: bool = order == 2, generator=None, callback: Callable | None = None):
+    def dpmpp(denoiser, state, times, *, lower_order_final: bool = order == 3, generator=None, callback: Callable | None = None):
         history = {}  # field -> [(lambda_i, x0_hat_i)], newest last
 
         def update(lv: Level, name: str) -> torch.Tensor:
@@ -139,10 +139,12 @@ def _dpmpp(order: int):
     dpmpp.__doc__ = f"""DPM-Solver++({order}M) (Lu et al. 2022), multistep in ``lambda = log(alpha/sigma)`` with the
     data prediction: ``x_s = (s_s/s_t) x_t - a_s (e^(-h) - 1) D``, ``h = lambda_s - lambda_t``, where ``D``
     extrapolates the last {order} values of ``x0_hat`` (lower order while history is short); the
-    last step lands on ``x0_hat``. ``lower_order_final`` (default {order == 2}) takes the step into the last
+    last step lands on ``x0_hat``. ``lower_order_final`` (default {order == 3}) takes the step into the last
     level with ``D = x0_hat`` (Lu et al.'s "lower order final"; one first-order step keeps the global
-    order): on the exact-score oracle it helps 2M at 10-20 evaluations and hurts 3M (benchmarks/peers.py)."""
-    return sampler(f"dpmpp-{order}m", schedule="logsnr")(dpmpp)
+    order). Defaults chosen on the exact-score oracle (benchmarks/samplers.py, five mixtures, NFE 5-20): the
+    ``logsnr-trailing`` grid for both, ``lower_order_final`` off for 2M and on for 3M, whose three-point
+    extrapolation into the last level is otherwise unstable at 5 evaluations."""
+    return sampler(f"dpmpp-{order}m", schedule="logsnr-trailing")(dpmpp)
 
 
 dpmpp_2m = _dpmpp(2)
@@ -177,7 +179,7 @@ def _int_poly_in_log(p: list[float], rho_ref: float, rho_a: float, rho_b: float)
     return antiderivative(rho_b) - antiderivative(rho_a)
 
 
-@sampler("deis", schedule="logsnr")
+@sampler("deis", schedule="logsnr-trailing")
 def deis(denoiser, state, times, *, order: int = 3, lower_order_final: bool = True, generator=None, callback: Callable | None = None):
     """DEIS, the time-quadratic Adams-Bashforth variant (Zhang & Chen 2023), on the probability-flow ODE
     written in ``y = x/alpha`` and ``rho = sigma/alpha``: ``dy/drho = eps_hat``. Over a step,
@@ -254,7 +256,7 @@ def _unipc_differences(a_s: float, h: float, ratios: list[float], values: list, 
     return terms
 
 
-@sampler("unipc", schedule="logsnr")
+@sampler("unipc", schedule="logsnr-trailing")
 def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, lower_order_final: bool = True, generator=None, callback: Callable | None = None):
     """UniPC (Zhao et al. 2023) with the data prediction and ``B(h) = e^(-h) - 1``. Predictor (UniP):
     ``x_s = (s_s/s_t) x_t - a_s (e^(-h) - 1) x0_hat_t - a_s B(h) sum_m a_m D_m``, ``h = lambda_s - lambda_t``,
@@ -263,7 +265,7 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
     differences (``r = 1``) and the step is redone one order higher, at no extra network evaluation.
     The step to the clean level lands on ``x0_hat``; with ``lower_order_final`` the order also drops
     near the end: step ``i`` of ``K`` uses at most ``K - 1 - i`` levels, so the step into the last noise
-    level is first order (as our DPM-Solver++(2M) does), which keeps a long last step in ``lambda`` from
+    level is first order (as DPM-Solver++'s ``lower_order_final`` does), which keeps a long last step in ``lambda`` from
     extrapolating far on uniform-in-``t`` grids."""
     order = int(order)
     if order not in (1, 2, 3):

@@ -11,7 +11,7 @@ from typing import Callable
 
 from diffkit.processes.gaussian import GaussianProcess
 
-SCHEDULE_NAMES = ("uniform", "logsnr", "karras")
+SCHEDULE_NAMES = ("uniform", "logsnr", "karras", "uniform-trailing", "logsnr-trailing", "karras-trailing")
 
 
 def first_order(steps: int, **_) -> int:
@@ -26,7 +26,8 @@ class SamplerSpec:
     - ``name``: the name it is registered under;
     - ``nfe(steps, **options) -> int``: network evaluations per call over ``steps`` levels (benchmarks compare
       samplers at equal cost through it);
-    - ``schedule``: the time-step schedule it walks unless told otherwise (``uniform``, ``logsnr``, ``karras``);
+    - ``schedule``: the time-step schedule it walks unless told otherwise (one of ``SCHEDULE_NAMES``: ``uniform``,
+      ``logsnr``, ``karras`` and their ``-trailing`` variants, chosen by measurement on the exact-score oracle);
     - ``updates``: the process families (FieldProcess subclasses) whose fields its update moves; every other
       field takes its own family's ``step`` at each level (the driver does it).
     """

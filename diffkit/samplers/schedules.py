@@ -1,7 +1,10 @@
 """Time-step schedules: ``steps`` decreasing times from ``t_max`` to ``t_min`` of a diffusion.
 
 Samplers append the clean level (``alpha = 1, sigma = 0``) themselves, so ``steps`` levels cost
-``steps`` network evaluations for a first-order sampler.
+``steps`` network evaluations for a first-order sampler. The named grids ``uniform``, ``logsnr`` and
+``karras`` end on ``t_min``; their ``-trailing`` variants (``uniform-trailing``, ...) leave ``t_min`` out and
+step from the level before it straight to the clean level (:func:`trailing`), which is what few-step
+sampling wants.
 
 Besides the named schedules a user may pass an explicit grid (:class:`Schedule`): a list of times, or of
 noise levels ``sigma/alpha`` (the variance-exploding sigma that Karras et al. and Align Your Steps
@@ -62,7 +65,24 @@ def karras(diffusion, steps: int, rho: float = 7.0) -> torch.Tensor:
     return proc.t_from_log_snr(-2 * torch.log(s)).clamp(diffusion.t_min, diffusion.t_max)
 
 
-SCHEDULES = {"uniform": uniform_t, "logsnr": uniform_log_snr, "karras": karras}
+def trailing(spacing):
+    """The grid of ``spacing`` over ``steps + 1`` levels from ``t_max`` to ``t_min``, without its last level
+    ``t_min``: the step from the last level kept lands on the clean level directly. A named grid ends on
+    ``t_min``, where ``x0_hat`` is almost ``x_t`` and the evaluation there buys next to nothing; the trailing
+    grid spends that evaluation on a level in the middle instead, which counts at few evaluations (at 5, four
+    useful levels become five). Lin et al. (2024) call this spacing "trailing"; on a process with
+    ``t_min = 0``, ``uniform-trailing`` is the grid diffusers' multistep schedulers walk by default."""
+
+    def grid(diffusion, steps: int) -> torch.Tensor:
+        return spacing(diffusion, _check(steps) + 1)[:-1]
+
+    grid.__name__ = f"{spacing.__name__}_trailing"
+    grid.__doc__ = f"{spacing.__name__} over ``steps + 1`` levels without the last one (``t_min``); see :func:`trailing`."
+    return grid
+
+
+SCHEDULES = {"uniform": uniform_t, "logsnr": uniform_log_snr, "karras": karras,
+             "uniform-trailing": trailing(uniform_t), "logsnr-trailing": trailing(uniform_log_snr), "karras-trailing": trailing(karras)}
 
 UNITS = {"t": "times t", "sigma": "noise levels sigma/alpha", "log-snr": "log-SNR values log(alpha^2/sigma^2)"}
 
