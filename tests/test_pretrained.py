@@ -126,3 +126,33 @@ def test_cli_lists_shipped_models(shipped, capsys):
     assert main(["pretrained", "--json"]) == 0
     cards = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert cards["gmm-tiny"]["recipe"] == "gmm-tiny"
+
+
+def _make_pretrained():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_pretrained", REPO / "scripts" / "make_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_pretrained_cuts_a_trained_run_and_refigures_it(shipped, tmp_path, capsys):
+    root, _ = shipped
+    script = _make_pretrained()
+    with pytest.raises(SystemExit, match=r"trained from recipe 'gmm-tiny' seed 0, not 'gmm' seed 0"):
+        script.main(["gmm", "--run", str(root / "run"), "--dest", str(tmp_path / "wrong")])
+    assert not (tmp_path / "wrong").exists()
+    dest = tmp_path / "cut" / "gmm-cut"
+    assert script.main(["gmm-tiny", "--run", str(root / "run"), "--n", "200", "--dest", str(dest), "--trained-by", "a test"]) == 0
+    card = json.loads((dest / "card.json").read_text())
+    assert card["steps"] == 20 and card["figures"]["n"] == 200 and card["figures"]["training"]["steps"] == 20
+    assert card["figures"]["trained_by"] == "a test" and "sliced_wasserstein" in card["figures"]["metrics"]
+    assert json.loads((dest / "config.json").read_text())["recipe"]["sample"]["n"] == 200  # sampling by name draws the card's count
+    pretrained.verify(dest)
+    capsys.readouterr()
+    assert script.main(["gmm-tiny", "--dest", str(dest), "--refigure"]) == 0
+    again = json.loads((dest / "card.json").read_text())
+    assert again["figures"]["figures_before"]["metrics"] == card["figures"]["metrics"]
+    assert again["figures"]["metrics"] == pytest.approx(card["figures"]["metrics"])  # same code, same seed: the same figures
+    pretrained.verify(dest)
