@@ -20,6 +20,7 @@ from pathlib import Path
 
 CARD = "card.json"
 SHIPPED_FILES = ("config.json", "model.safetensors")
+SAMPLING_EXTRAS = ("representation.safetensors",)  # shipped too when the run has them
 
 
 class PretrainedError(LookupError):
@@ -103,13 +104,17 @@ def export(run_dir: str | Path, dest: str | Path, *, figures: dict, made_by: str
     digest = atomic_save_tensors(dest / "model.safetensors", prefixed("ema", tensors), {"format": config["format"]})
     shipped = {k: v for k, v in config.items() if k not in ("optimizer", "checksums", "world_size", "checkpoint", "previous")}  # a flat run: files beside config.json
     shipped["checksums"] = {"model.safetensors": digest}
+    for name in SAMPLING_EXTRAS:  # what sampling reads beside the weights (a two-stage model's first stage)
+        if name in config.get("checksums", {}):
+            shipped["checksums"][name] = atomic_save_tensors(dest / name, load_tensors(run_dir, name, config), {"format": config["format"]})
     if isinstance(figures.get("n"), int):  # `diffkit sample NAME` draws, by default, as many samples as the card's figures were measured on
         shipped["recipe"] = {**shipped["recipe"], "sample": {**shipped["recipe"].get("sample", {}), "n": figures["n"]}}
     atomic_write_json(dest / "config.json", shipped)
+    files = [f for f in (*SHIPPED_FILES, *SAMPLING_EXTRAS) if (dest / f).exists()]
     info = {
         "name": dest.name, "recipe": config["recipe"]["name"], "seed": config["recipe"].get("seed", 0), "steps": config.get("step"),
         "made_by": made_by, "figures": figures, "tolerance": tolerance,
-        "sha256": {f: sha256(dest / f) for f in SHIPPED_FILES}, "bytes": {f: (dest / f).stat().st_size for f in SHIPPED_FILES},
+        "sha256": {f: sha256(dest / f) for f in files}, "bytes": {f: (dest / f).stat().st_size for f in files},
     }
     atomic_write_json(dest / CARD, info)
     return info

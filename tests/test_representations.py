@@ -121,6 +121,21 @@ def test_two_stage_run_trains_saves_its_first_stage_and_samples_without_the_cach
     assert summary["n"] == 8 and any(f.endswith(".safetensors") or f.endswith(".png") for f in summary["files"])
 
 
+def test_a_shipped_two_stage_model_carries_its_first_stage(tmp_path):
+    """export cuts a run to what sampling reads: for a two-stage run that includes the first stage's weights."""
+    from diffkit.pretrained import export, verify
+
+    with private_cache(tmp_path / "cache"):
+        train(_two_stage_recipe(), tmp_path / "run", progress=False)
+    card = export(tmp_path / "run", tmp_path / "shipped" / "pca-two-stage", figures={"sampler": "ddim", "steps": 2, "n": 8, "seed": 0, "metrics": {}},
+                  made_by="test", tolerance={"relative": 0.1})
+    assert set(card["sha256"]) == {"config.json", "model.safetensors", "representation.safetensors"}
+    verify(tmp_path / "shipped" / "pca-two-stage")
+    with private_cache(tmp_path / "empty-cache"):
+        summary = sample_run(tmp_path / "shipped" / "pca-two-stage", n=8, steps=2, progress=False, out=tmp_path / "samples")
+    assert summary["n"] == 8
+
+
 def test_a_run_whose_first_stage_weights_are_corrupt_is_refused(tmp_path):
     from diffkit.rundir import CheckpointError, tensor_path
 
