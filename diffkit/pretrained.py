@@ -131,7 +131,8 @@ class Model:
 
     @property
     def space(self):
-        return self.run.space
+        """The data's space (for a two-stage model, the space the representation decodes to, not the codes')."""
+        return self.run.data_space
 
     @property
     def num_classes(self) -> int:
