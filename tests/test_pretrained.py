@@ -128,6 +128,19 @@ def test_cli_lists_shipped_models(shipped, capsys):
     assert cards["gmm-tiny"]["recipe"] == "gmm-tiny"
 
 
+def test_cli_lists_the_others_when_one_shipped_model_is_incomplete(shipped, tmp_path, capsys):
+    from diffkit.cli import main
+
+    registry.register("pretrained", "half-installed", lambda: tmp_path / "half-installed")  # no card.json there
+    try:
+        assert main(["pretrained", "--json"]) == 0
+        captured = capsys.readouterr()
+    finally:
+        registry.unregister("pretrained", "half-installed")
+    assert "gmm-tiny" in {c["name"] for c in json.loads(captured.out)}
+    assert "skipped 'half-installed'" in captured.err and "card.json" in captured.err
+
+
 def _make_pretrained():
     import importlib.util
 
