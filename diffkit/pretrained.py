@@ -107,8 +107,10 @@ def export(run_dir: str | Path, dest: str | Path, *, figures: dict, made_by: str
     for name in SAMPLING_EXTRAS:  # what sampling reads beside the weights (a two-stage model's first stage)
         if name in config.get("checksums", {}):
             shipped["checksums"][name] = atomic_save_tensors(dest / name, load_tensors(run_dir, name, config), {"format": config["format"]})
-    if isinstance(figures.get("n"), int):  # `diffkit sample NAME` draws, by default, as many samples as the card's figures were measured on
-        shipped["recipe"] = {**shipped["recipe"], "sample": {**shipped["recipe"].get("sample", {}), "n": figures["n"]}}
+    # `diffkit sample NAME` samples, by default, as the card's figures were measured: its sampler, steps, guidance and count
+    measured = {key: figures[key] for key in ("sampler", "steps", "guidance", "n") if figures.get(key) is not None}
+    if measured:
+        shipped["recipe"] = {**shipped["recipe"], "sample": {**shipped["recipe"].get("sample", {}), **measured}}
     atomic_write_json(dest / "config.json", shipped)
     files = [f for f in (*SHIPPED_FILES, *SAMPLING_EXTRAS) if (dest / f).exists()]
     info = {

@@ -84,6 +84,9 @@ def main(argv=None) -> int:
     p.add_argument("--keep-run", default=None, help="also keep the full training run here")
     p.add_argument("--run", default=None, help="cut this run directory (trained from RECIPE with --seed) instead of training one")
     p.add_argument("--trained-by", default=None, help="with --run: the command that trained it, recorded on the card")
+    p.add_argument("--sampler", default=None, help="sampler for the recorded figures, and the shipped model's default (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps for the figures, and the shipped default (default: the recipe's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale for the figures, and the shipped default (default: the recipe's)")
     p.add_argument("--refigure", action="store_true", help="sample the shipped model in --dest again and rewrite its card's figures")
     args = p.parse_args(argv)
     if args.refigure:
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             summary = train(args.recipe, run_dir, seed=args.seed, progress=False)
             train_seconds = time.perf_counter() - t0
-        sampled = sample_run(run_dir, n=args.n, seed=0, out=work / "samples", progress=False)
+        sampled = sample_run(run_dir, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=0, out=work / "samples", progress=False)
         figures = {"sampler": sampled["sampler"], "steps": sampled["steps"], "n": sampled["n"], "seed": 0, "guidance": sampled.get("guidance"),
                    "metrics": {k: v for k, v in sampled.get("metrics", {}).items() if isinstance(v, (int, float))},
                    "train_seconds": None if train_seconds is None else round(train_seconds, 1), "torch_threads": torch.get_num_threads()}

@@ -157,11 +157,14 @@ def test_make_pretrained_cuts_a_trained_run_and_refigures_it(shipped, tmp_path, 
         script.main(["gmm", "--run", str(root / "run"), "--dest", str(tmp_path / "wrong")])
     assert not (tmp_path / "wrong").exists()
     dest = tmp_path / "cut" / "gmm-cut"
-    assert script.main(["gmm-tiny", "--run", str(root / "run"), "--n", "200", "--dest", str(dest), "--trained-by", "a test"]) == 0
+    assert script.main(["gmm-tiny", "--run", str(root / "run"), "--n", "200", "--sampler", "heun", "--steps", "7", "--dest", str(dest),
+                        "--trained-by", "a test"]) == 0
     card = json.loads((dest / "card.json").read_text())
     assert card["steps"] == 20 and card["figures"]["n"] == 200 and card["figures"]["training"]["steps"] == 20
+    assert card["figures"]["sampler"] == "heun" and card["figures"]["steps"] == 7
     assert card["figures"]["trained_by"] == "a test" and "sliced_wasserstein" in card["figures"]["metrics"]
-    assert json.loads((dest / "config.json").read_text())["recipe"]["sample"]["n"] == 200  # sampling by name draws the card's count
+    # sampling by name draws as the card's figures were measured: its count, sampler and steps
+    assert {k: json.loads((dest / "config.json").read_text())["recipe"]["sample"][k] for k in ("n", "sampler", "steps")} == {"n": 200, "sampler": "heun", "steps": 7}
     pretrained.verify(dest)
     capsys.readouterr()
     assert script.main(["gmm-tiny", "--dest", str(dest), "--refigure"]) == 0
