@@ -59,12 +59,12 @@ def train_and_score(recipe: dict, run_dir: Path, *, minutes: float, n: int, nfes
             "rows": rows}
 
 
-def folder_recipe(root: Path) -> dict:
-    """``mnist`` reading the same images as files: a folder of PNGs, one sub-folder per class."""
+def folder_recipe(root: Path, base: str = "mnist") -> dict:
+    """``base`` (``mnist`` or ``mnist-latent``) reading the same images as files: a folder of PNGs, one sub-folder per class."""
     from diffkit.recipe import load_recipe
 
-    recipe = load_recipe("mnist")
-    recipe["name"] = "mnist-image-folder"
+    recipe = load_recipe(base)
+    recipe["name"] = f"{base}-image-folder"
     recipe["data"] = {"dataset": "image-folder", "options": {"root": str(root), "size": 28, "channels": 1, "val_fraction": 0.1, "test_fraction": 0.2}}
     recipe.pop("bench", None)
     return recipe
@@ -91,12 +91,13 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=["mnist", "mnist-latent"])
+    parser.add_argument("--recipes", nargs="*", default=["mnist", "mnist-latent"], help="none with --folder: the folder row alone")
     parser.add_argument("--minutes", type=float, default=25.0, help="diffusion training budget per recipe (the first stage is timed apart)")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--nfe", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--samplers", nargs="+", default=["dpmpp-2m"])
     parser.add_argument("--folder", action="store_true", help="add the image-folder row (the MNIST test split written as PNG files)")
+    parser.add_argument("--folder-recipe", default="mnist", choices=["mnist", "mnist-latent"], help="the recipe the image-folder row trains")
     parser.add_argument("--folder-minutes", type=float, default=None, help="training budget of the image-folder row (default: --minutes)")
     parser.add_argument("--first-stage-steps", type=int, default=None, help="override the autoencoder's training steps (a loaded machine)")
     parser.add_argument("--bpd-n", type=int, default=None, help="override the reference elements bits per dimension is measured on")
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         image_folder("train", root=str(root), size=28, channels=1, val_fraction=0.1, test_fraction=0.2)
         report["folder"] = {"root": str(root), "files": sum(1 for _ in root.rglob("*.png")), "write_seconds": t1 - t0, "read_seconds": time.perf_counter() - t1}
-        recipes.append(folder_recipe(root))
+        recipes.append(folder_recipe(root, args.folder_recipe))
     for recipe in recipes:
         run_dir = work / recipe["name"]
         shutil.rmtree(run_dir, ignore_errors=True)
