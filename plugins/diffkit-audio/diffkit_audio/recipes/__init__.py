@@ -22,3 +22,8 @@ def spoken_digits_vocoder_smoke() -> dict:
 def spoken_digits_mel() -> dict:
     """Two-stage spoken digits: a UNet diffusing log-mel frames, Griffin-Lim (or a DiffWave vocoder) back to waves."""
     return read_packaged("diffkit_audio.recipes", "spoken_digits_mel.toml")
+
+
+def spoken_digits_cpu() -> dict:
+    """The waveform DiffWave's CPU tier: 30 minutes of training on the machine's cores, ancestral 100 steps at guidance 4."""
+    return read_packaged("diffkit_audio.recipes", "spoken_digits_cpu.toml")

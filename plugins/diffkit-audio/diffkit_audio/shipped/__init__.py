@@ -5,3 +5,8 @@ from diffkit.pretrained import packaged
 def spoken_digits_mel():
     """The ``spoken-digits-mel`` recipe (class-conditional UNet on log-mel frames, Griffin-Lim decoding), trained with seed 0."""
     return packaged(__name__, "spoken-digits-mel")
+
+
+def spoken_digits_cpu():
+    """The ``spoken-digits-cpu`` recipe (class-conditional patched DiffWave on 8 kHz waveforms, 30 CPU minutes), trained with seed 0."""
+    return packaged(__name__, "spoken-digits-cpu")
