@@ -69,7 +69,7 @@ def test_plugin_kit_covers_every_component():
     ids = {cid for cid, _ in plugin_checks("diffkit-image")}
     assert ids == {"space:image", "backbone:unet", "dataset:digits", "dataset:image-folder", "metric:digits-frechet", "metric:digits-accuracy",
                    "recipe:digits", "recipe:digits-flow", "recipe:digits-smoke", "dataset:mnist", "representation:autoencoder", "recipe:mnist", "recipe:mnist-latent",
-                   "shipped model:digits"}
+                   "shipped model:digits", "shipped model:mnist-latent"}
 
 
 # --- end to end -------------------------------------------------------------------------------------------
