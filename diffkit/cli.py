@@ -171,14 +171,12 @@ def _cmd_sample(args) -> int:
 def _cmd_pretrained(args) -> int:
     from diffkit.pretrained import card, names
 
-    cards, broken = [], {}
+    cards = []
     for name in names():
         try:  # one incomplete distribution is reported, the other shipped models are still listed
             cards.append(card(name))
         except Exception as exc:  # noqa: BLE001 - whatever a plugin's entry point raises
-            broken[name] = f"{type(exc).__name__}: {exc}"
-    for name, why in broken.items():
-        print(f"diffkit pretrained: skipped {name!r}: {why}", file=sys.stderr)
+            print(f"diffkit pretrained: skipped {name!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps(cards, indent=2))
         return 0

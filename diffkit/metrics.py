@@ -1,8 +1,22 @@
 """Modality-agnostic metrics: sliced Wasserstein-2 and the Frechet distance between feature sets."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads and restore the caller's count after it. Training with a fixed
+    count makes a metric's judge network the same on every machine: float sums are split by thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256, seed: int = 0) -> float:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from diffkit.metrics import frechet_distance, feature_statistics
+from diffkit.metrics import frechet_distance, feature_statistics, torch_threads
 
 CLASSIFIER_VERSION = 4
 # The classifier is always trained with this many torch threads, whatever the caller's setting: training with 1
@@ -64,16 +64,7 @@ def _train_classifier(sample_rate: int, length: int, cfg: dict) -> tuple[DigitCl
 
     train = spoken_digits("train", n_per_class=cfg["n_per_class"], seed=cfg["seed"], sample_rate=sample_rate, length=length)
     val = spoken_digits("val", eval_per_class=cfg["eval_per_class"], seed=cfg["seed"], sample_rate=sample_rate, length=length)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)  # float sums split by thread count; a fixed count gives the same judge on every machine
-    try:
-        return _fit_classifier(train, val, sample_rate, cfg)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit_classifier(train, val, sample_rate: int, cfg: dict) -> tuple[DigitClassifier, dict]:
-    with torch.random.fork_rng():
+    with torch_threads(TRAIN_THREADS), torch.random.fork_rng():
         torch.manual_seed(cfg["seed"])
         g = torch.Generator().manual_seed(cfg["seed"])
         model = DigitClassifier(sample_rate, cfg["n_mels"], cfg["hop"])

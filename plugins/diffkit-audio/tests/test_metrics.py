@@ -90,7 +90,7 @@ def test_classifier_weights_do_not_depend_on_the_callers_thread_count(audio_cach
     (before the fix, 1 and 2 threads gave weights 0.54 apart and an FD 27 % higher)."""
     from diffkit_audio.metrics import _train_classifier
 
-    cfg = {**CLASSIFIER_DEFAULTS_SMALL}
+    cfg = {"n_per_class": 20, "eval_per_class": 5, "seed": 1, "epochs": 3, "batch_size": 50, "lr": 3e-3, "n_mels": 40, "hop": 64}
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -102,6 +102,3 @@ def test_classifier_weights_do_not_depend_on_the_callers_thread_count(audio_cach
         torch.set_num_threads(before)
     a, b = one.state_dict(), three.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-CLASSIFIER_DEFAULTS_SMALL = {"n_per_class": 20, "eval_per_class": 5, "seed": 1, "epochs": 3, "batch_size": 50, "lr": 3e-3, "n_mels": 40, "hop": 64}

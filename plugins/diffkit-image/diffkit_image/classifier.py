@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from diffkit.metrics import torch_threads
+
 SEED = 0
 EPOCHS = 20
 FEATURES = 64
@@ -129,31 +131,26 @@ def train_classifier(config: dict = CONFIG) -> tuple[DigitsClassifier, dict]:
     data = {k: v for k, v in config["data"].items() if k not in ("dataset", "split")}
     train, val, test = (factory(s, **data) for s in ("train", "val", "test"))
     size = int(config.get("size", 8))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        # callers may hold no_grad or inference mode (metrics run under them): training needs autograd
-        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(config["seed"]))
-            model = DigitsClassifier(int(config["features"]), size)
-            gen = torch.Generator().manual_seed(int(config["seed"]))
-            opt = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
-            x, y = train.images, train.labels
-            bs = int(config["batch_size"])
-            model.train()
-            for _ in range(int(config["epochs"])):
-                order = torch.randperm(len(x), generator=gen)
-                for start in range(0, len(x), bs):
-                    idx = order[start:start + bs]
-                    loss = F.cross_entropy(model(_shift(x[idx], gen, int(config["shift"]))), y[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-            model.eval()
-            report = {"val_accuracy": accuracy(model, val.images, val.labels), "test_accuracy": accuracy(model, test.images, test.labels),
-                      "train_accuracy": accuracy(model, x, y), "n_train": len(x)}
-    finally:
-        torch.set_num_threads(threads)
+    # callers may hold no_grad or inference mode (metrics run under them): training needs autograd
+    with torch_threads(1), torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config["seed"]))
+        model = DigitsClassifier(int(config["features"]), size)
+        gen = torch.Generator().manual_seed(int(config["seed"]))
+        opt = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
+        x, y = train.images, train.labels
+        bs = int(config["batch_size"])
+        model.train()
+        for _ in range(int(config["epochs"])):
+            order = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), bs):
+                idx = order[start:start + bs]
+                loss = F.cross_entropy(model(_shift(x[idx], gen, int(config["shift"]))), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.eval()
+        report = {"val_accuracy": accuracy(model, val.images, val.labels), "test_accuracy": accuracy(model, test.images, test.labels),
+                  "train_accuracy": accuracy(model, x, y), "n_train": len(x)}
     return model, report
 
 
