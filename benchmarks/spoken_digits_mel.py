@@ -8,6 +8,7 @@ scores no better. Also the decoder's real-time factor (seconds of decoding per s
 
     python benchmarks/spoken_digits_mel.py --out benchmarks/results                 # Griffin-Lim, the recipe's 500 test clips
     python benchmarks/spoken_digits_mel.py --vocoder runs/vocoder --n 100 --out ...  # a trained DiffWave vocoder beside it
+    python benchmarks/spoken_digits_mel.py --learned-steps 4000 --learned-minutes 10  # the learned one-pass vocoder, trained here
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def score(name: str, rep, clips: list, labels: list, reference: list, reference_
     from diffkit.evaluation import EvalContext, run_metrics
 
     from diffkit_audio.mel import spectral_convergence
+    from diffkit_audio.metrics import mrstft_distance
 
     t0 = time.perf_counter()
     codes = rep.encode(clips)
@@ -36,7 +38,7 @@ def score(name: str, rep, clips: list, labels: list, reference: list, reference_
     audio_seconds = len(clips) * space.duration
     sc = [spectral_convergence(a, b) for a, b in zip(clips, decoded)]
     return {"decoder": name, "n": len(clips), "encode_seconds": t1 - t0, "decode_seconds": t2 - t1, "decode_real_time_factor": (t2 - t1) / audio_seconds,
-            "spectral_convergence_mean": sum(sc) / len(sc), "metrics": metrics, "decoded": decoded}
+            "spectral_convergence_mean": sum(sc) / len(sc), "mrstft_paired": mrstft_distance(decoded, clips, paired=True), "metrics": metrics, "decoded": decoded}
 
 
 def main(argv=None) -> int:
@@ -44,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=500, help="held-out clips to round-trip (the recipe's test split has 500)")
     parser.add_argument("--n-iter", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--vocoder", default=None, help="a mel-conditioned DiffWave run directory (40 bands, hop 64) to compare")
+    parser.add_argument("--learned-steps", type=int, default=0, help="train the learned one-pass vocoder for this many steps (0: no such row)")
+    parser.add_argument("--learned-minutes", type=float, default=None, help="stop its training after this many minutes")
+    parser.add_argument("--learned-channels", type=int, default=128)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -82,28 +87,37 @@ def main(argv=None) -> int:
         rep = LogMel(train.space, **{**rep_options, "vocoder": args.vocoder})
         rep.load_state_dict(real.state_dict())
         rows.append((f"log-mel -> DiffWave vocoder {args.vocoder}", rep))
+    if args.learned_steps:
+        rep = LogMel(train.space, **{**rep_options, "vocoder": "learned", "learned_steps": args.learned_steps, "learned_minutes": args.learned_minutes,
+                                     "learned_channels": args.learned_channels})
+        torch.manual_seed(0)
+        fitted = rep.fit([train[i][0] for i in range(len(train))])
+        report["learned_vocoder_training"] = fitted["vocoder"]
+        print(f"learned vocoder: {fitted['vocoder']}", flush=True)
+        rows.append((f"log-mel -> learned vocoder, {fitted['vocoder']['steps']} steps in {fitted['vocoder']['seconds'] / 60:.1f} min", rep))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rep in rows:
         row = score(name, rep, clips, labels, reference, reference_labels, train.space)
         decoded = row.pop("decoded")
         if name.startswith("log-mel"):
-            folder = out / "spoken-digits-mel-samples" / name.split(",")[-1].strip().replace(" ", "-").replace("/", "_")
+            tag = "learned-vocoder" if "learned" in name else name.split(",")[-1].strip()
+            folder = out / "spoken-digits-mel-samples" / tag.replace(" ", "-").replace("/", "_")
             train.space.write(decoded[:8], folder, labels=labels[:8])
         report["rows"].append(row)
         m = row["metrics"]
         print(f"{name}: accuracy {m.get('spoken_digits_accuracy', float('nan')):.3f}, FD {m.get('spoken_digits_fd', float('nan')):.1f} "
               f"(floor {m.get('spoken_digits_fd_floor', float('nan')):.1f}), IS {m.get('spoken_digits_is', float('nan')):.2f}, "
-              f"spectral convergence {row['spectral_convergence_mean']:.3f}, decode RTF {row['decode_real_time_factor']:.4f}", flush=True)
+              f"spectral convergence {row['spectral_convergence_mean']:.3f}, MR-STFT {row['mrstft_paired']:.3f}, decode RTF {row['decode_real_time_factor']:.4f}", flush=True)
     stem = out / f"spoken-digits-mel-{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     lines = [f"# Log-mel first stage on real spoken digits ({report['date']})", "", f"{len(clips)} held-out clips round-tripped; judged against the val split. "
              f"Load average {report['load_average']:.1f}, {args.threads} thread(s).", "",
-             "| decoder | accuracy | FD (floor) | IS | spectral convergence | decode real-time factor |", "|---|---|---|---|---|---|"]
+             "| decoder | accuracy | FD (floor) | IS | spectral convergence | MR-STFT (paired) | decode real-time factor |", "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         m = row["metrics"]
         lines.append(f"| {row['decoder']} | {m.get('spoken_digits_accuracy', float('nan')):.3f} | {m.get('spoken_digits_fd', float('nan')):.1f} "
-                     f"({m.get('spoken_digits_fd_floor', float('nan')):.1f}) | {m.get('spoken_digits_is', float('nan')):.2f} | {row['spectral_convergence_mean']:.3f} | {row['decode_real_time_factor']:.4f} |")
+                     f"({m.get('spoken_digits_fd_floor', float('nan')):.1f}) | {m.get('spoken_digits_is', float('nan')):.2f} | {row['spectral_convergence_mean']:.3f} | {row['mrstft_paired']:.3f} | {row['decode_real_time_factor']:.4f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -4,14 +4,20 @@ Registered representation ``log-mel``. A mono clip of ``T`` samples becomes the 
 ``m = log(max(M |STFT(x)|^2, 1e-5))`` of :func:`diffkit_audio.backbone.mel_spectrogram` (``n_mels`` bands, hop
 ``hop``, Hann window ``4 hop``; ``T / hop`` frames: the same frames the audio space hands a mel-conditioned
 DiffWave), standardised per band, ``z = (m - mu_b) / s_b`` with the training clips' band means and standard
-deviations (the only thing ``fit`` computes), and laid out as a one-channel image ``1×n_mels×(T/hop)`` in a
-:class:`~diffkit.spaces.latent.LatentSpace`, so the image UNet can diffuse it.
+deviations, and laid out in a :class:`~diffkit.spaces.latent.LatentSpace` as ``layout`` says: ``"image"``, a
+one-channel image ``1×n_mels×(T/hop)`` for the image UNet, or ``"sequence"``, ``n_mels×(T/hop)`` (bands as
+channels, frames as time) for a 1-D backbone such as ``diffwave`` (the layout of DiffSinger's denoiser, and far
+cheaper on a CPU: no convolution runs over the 40 bands' axis).
 
 Decoding undoes the standardisation and turns frames into a wave with the ``vocoder`` option:
 
 - ``"griffin-lim"`` (the baseline): the power spectrogram ``P`` solving ``M P = exp(m)`` in least squares
   (non-negative, torchaudio ``InverseMelScale``), then ``n_iter`` Griffin-Lim phase iterations (momentum 0.99,
   torchaudio ``GriffinLim``), the last frame repeated once so that the wave has ``T`` samples;
+- ``"learned"``: a :class:`~diffkit_audio.vocoder.MelVocoder` (one forward pass per clip) that ``fit`` trains on the
+  training clips beside the standardisation (``learned_channels`` wide, ``learned_steps`` steps of batch
+  ``learned_batch``, stopped early after ``learned_minutes``; see :mod:`diffkit_audio.vocoder`), so both stages
+  train in one run and the fitted vocoder is cached with the first stage;
 - a run directory of a mel-conditioned ``diffwave`` (e.g. trained from ``spoken-digits-vocoder-smoke``): the
   vocoder's sampler (``vocoder_sampler``, ``vocoder_steps``) draws the wave for each clip's frames. Its space must
   have the same ``n_mels``, ``hop``, sample rate and length, which is checked when it is loaded.
@@ -29,28 +35,40 @@ from diffkit_audio.space import AudioSpace
 
 
 class LogMel(Representation):
-    """See the module docstring. Options: ``n_mels``, ``hop``, ``vocoder`` (``"griffin-lim"`` or a run directory),
-    ``n_iter`` (Griffin-Lim iterations), ``vocoder_sampler``, ``vocoder_steps``."""
+    """See the module docstring. Options: ``n_mels``, ``hop``, ``layout``, ``vocoder`` (``"griffin-lim"`` or a run directory),
+    ``n_iter`` (Griffin-Lim iterations), ``vocoder_sampler``, ``vocoder_steps`` (a DiffWave vocoder's sampling),
+    ``learned_channels``, ``learned_steps``, ``learned_minutes``, ``learned_batch``, ``learned_lr`` (the learned vocoder)."""
 
     name = "log-mel"
     learned = True  # the per-band standardisation is fitted (a mean and a deviation per band)
-    version = 1
+    version = 2  # 2: the learned vocoder
 
-    def __init__(self, space: AudioSpace, n_mels: int = 40, hop: int = 64, vocoder: str = "griffin-lim", n_iter: int = 64,
-                 vocoder_sampler: str = "dpmpp-2m", vocoder_steps: int = 10):
+    def __init__(self, space: AudioSpace, n_mels: int = 40, hop: int = 64, layout: str = "image", vocoder: str = "griffin-lim", n_iter: int = 64,
+                 vocoder_sampler: str = "dpmpp-2m", vocoder_steps: int = 10, learned_channels: int = 128, learned_steps: int = 4000,
+                 learned_minutes: float | None = None, learned_batch: int = 16, learned_lr: float = 2e-3):
         if not isinstance(space, AudioSpace) or space.channels != 1:
             raise RepresentationError(f"representation 'log-mel' encodes mono clips of the audio space, not {getattr(space, 'name', space)!r} "
                                       f"with {getattr(space, 'channels', '?')} channel(s)")
         if space.length % int(hop):
             raise RepresentationError(f"representation 'log-mel': clips of {space.length} samples are not a whole number of hops of {hop}; choose hop dividing {space.length}")
+        if layout not in ("image", "sequence"):
+            raise RepresentationError(f"representation 'log-mel': layout must be 'image' (1×bands×frames, for a UNet) or 'sequence' (bands×frames, for a 1-D backbone), got {layout!r}")
         self.data_space = space
-        self.options = {"n_mels": int(n_mels), "hop": int(hop), "vocoder": str(vocoder), "n_iter": int(n_iter),
+        self.options = {"n_mels": int(n_mels), "hop": int(hop), "layout": layout, "vocoder": str(vocoder), "n_iter": int(n_iter),
                         "vocoder_sampler": str(vocoder_sampler), "vocoder_steps": int(vocoder_steps)}
+        if self.options["vocoder"] == "learned":
+            self.options.update(learned_channels=int(learned_channels), learned_steps=int(learned_steps), learned_batch=int(learned_batch),
+                                learned_lr=float(learned_lr), learned_minutes=None if learned_minutes is None else float(learned_minutes))
         self.frames = space.length // int(hop)
-        self.space = LatentSpace((1, int(n_mels), self.frames))
+        self.space = LatentSpace((1, int(n_mels), self.frames) if layout == "image" else (int(n_mels), self.frames))
         self.mean = torch.zeros(int(n_mels))
         self.std = torch.ones(int(n_mels))
         self._vocoder = None
+        self.learned_vocoder = None
+        if self.options["vocoder"] == "learned":
+            from diffkit_audio.vocoder import MelVocoder
+
+            self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
 
     def log_mel(self, waves: torch.Tensor) -> torch.Tensor:
         """``B×n_mels×frames`` log-mel frames of ``B×1×T`` waves."""
@@ -62,22 +80,40 @@ class LogMel(Representation):
     def fit(self, elements, labels=None) -> dict:
         m = self.log_mel(self._waves(elements))
         self.mean, self.std = m.mean((0, 2)), m.std((0, 2)).clamp_min(1e-3)
-        return {"n_train": len(elements), "log_mel_range": [float(m.min()), float(m.max())]}
+        report = {"n_train": len(elements), "log_mel_range": [float(m.min()), float(m.max())]}
+        if self.learned_vocoder is not None:
+            from diffkit.progress import progress_bar
+
+            from diffkit_audio.vocoder import train_vocoder
+
+            o = self.options
+            with progress_bar(o["learned_steps"], "mel vocoder") as bar:
+                report["vocoder"] = train_vocoder(self.learned_vocoder, self._waves(elements), self.log_mel, steps=o["learned_steps"],
+                                                  minutes=o["learned_minutes"], batch_size=o["learned_batch"], lr=o["learned_lr"],
+                                                  seed=torch.initial_seed(), progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))
+        return report
 
     @torch.no_grad()
     def encode(self, elements) -> list:
         m = self.log_mel(self._waves(elements))
-        return list(((m - self.mean[:, None]) / self.std[:, None])[:, None])
+        z = (m - self.mean[:, None]) / self.std[:, None]
+        return list(z[:, None] if self.options["layout"] == "image" else z)
 
     def frames_of(self, codes) -> torch.Tensor:
         """Log-mel frames ``B×n_mels×frames`` of codes (the standardisation undone)."""
-        z = torch.stack([self.space.validate(c) for c in codes])[:, 0]
+        z = torch.stack([self.space.validate(c) for c in codes])
+        z = z[:, 0] if self.options["layout"] == "image" else z
         return z * self.std[:, None] + self.mean[:, None]
 
     @torch.no_grad()
     def decode(self, codes) -> list:
         mel = self.frames_of(codes)
-        waves = self.griffin_lim(mel) if self.options["vocoder"] == "griffin-lim" else self.vocode(mel)
+        if self.options["vocoder"] == "griffin-lim":
+            waves = self.griffin_lim(mel)
+        elif self.learned_vocoder is not None:
+            waves = self.learned_vocoder(mel)
+        else:
+            waves = self.vocode(mel)
         return [self.data_space.validate(w.clamp(-1, 1)) for w in waves]
 
     # --- the two decoders -------------------------------------------------------------------------------
@@ -123,11 +159,25 @@ class LogMel(Representation):
         return dict(self.options)
 
     def state_dict(self) -> dict:
-        return {"band.mean": self.mean, "band.std": self.std}
+        tensors = {"band.mean": self.mean, "band.std": self.std}
+        if self.learned_vocoder is not None:
+            tensors.update({f"vocoder.{k}": v for k, v in self.learned_vocoder.state_dict().items()})
+        return tensors
 
     def load_state_dict(self, tensors) -> None:
-        if set(tensors) != {"band.mean", "band.std"} or tensors["band.mean"].shape != (self.options["n_mels"],):
-            raise RepresentationError(f"representation 'log-mel': weights {sorted(tensors)} do not fit {self.options['n_mels']} bands; they belong to another configuration")
+        band = {k: v for k, v in tensors.items() if k.startswith("band.")}
+        vocoder = {k[len("vocoder."):]: v for k, v in tensors.items() if k.startswith("vocoder.")}
+        fits = set(band) == {"band.mean", "band.std"} and band["band.mean"].shape == (self.options["n_mels"],) and len(band) + len(vocoder) == len(tensors)
+        if fits and self.learned_vocoder is not None:
+            try:
+                self.learned_vocoder.load_state_dict(vocoder)
+            except RuntimeError:
+                fits = False
+        elif vocoder:
+            fits = False
+        if not fits:
+            raise RepresentationError(f"representation 'log-mel': weights {sorted(tensors)[:4]}... do not fit its options {self.options}; "
+                                      f"they belong to another configuration")
         self.mean, self.std = tensors["band.mean"].float(), tensors["band.std"].float()
 
 

@@ -44,7 +44,7 @@ def test_a_wrong_standardisation_breaks_the_bound(quick_train, digits_test):
 def test_options_that_do_not_fit_are_refused(quick_train):
     with pytest.raises(RepresentationError, match="not a whole number of hops"):
         LogMel(quick_train.space, hop=100)
-    with pytest.raises(RepresentationError, match="do not fit 40 bands"):
+    with pytest.raises(RepresentationError, match="do not fit its options"):
         LogMel(quick_train.space).load_state_dict({"band.mean": torch.zeros(20), "band.std": torch.ones(20)})
 
 
@@ -64,9 +64,10 @@ def test_a_trained_vocoder_decodes_the_frames_and_a_mismatched_one_is_refused(tm
 
 def test_two_stage_recipe_trains_samples_and_scores(tmp_path):
     recipe = load_recipe("spoken-digits-mel")
-    assert recipe["representation"]["name"] == "log-mel" and recipe["model"]["backbone"] == "unet"
+    assert recipe["representation"]["name"] == "log-mel" and recipe["model"]["backbone"] == "diffwave"
     recipe["data"]["options"] = dict(QUICK_DATA)
     recipe["model"]["options"] = recipe["bench"]["quick"]["model"]["options"]
+    recipe["representation"]["options"].update(recipe["bench"]["quick"]["representation"]["options"], learned_steps=2)
     checked = check_recipe(recipe, steps=2, sample_n=4, sample_steps=2, out_dir=tmp_path / "run")
     assert checked == ["load", "train", "checkpoint", "sample", "evaluate"]
     assert sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.wav"))  # decoded to WAV by the audio space

@@ -1,0 +1,122 @@
+"""A small learned mel vocoder: log-mel frames to a wave in one forward pass, trained on spectral losses.
+
+The network (``MelVocoder``) maps ``B×n_mels×F`` log-mel frames to ``B×1×(F·hop)`` samples::
+
+    h = Conv1d_7(n_mels -> C)(m)                                  (frames)
+    for each stride s of hop = s_1 s_2 ... (s <= 4):              (channels halve at each stage)
+        h = Conv1d_7(C_i -> C_i/2)(LeakyReLU(NearestUpsample_s(h)))
+        h = h + sum over dilations d in (1, 3, 9): Conv1d_3,d(LeakyReLU(h))   (residual, one conv per dilation)
+    x = tanh(Conv1d_7(C_last -> 1)(LeakyReLU(h)))
+
+Nearest-neighbour upsampling followed by a convolution, not a transposed convolution, so that the output carries
+no checkerboard pattern at the frame rate (periodic lines in the spectrogram).
+
+It is trained (``train_vocoder``) with no adversary, on the magnitude losses alone, which leave phase free:
+
+    L = mean over resolutions (n_fft, hop) in RESOLUTIONS of
+          || |X| - |X^| ||_F / || |X| ||_F  +  mean | log(|X| + e) - log(|X^| + e) |      (multi-resolution STFT)
+        + mean | logmel(x) - logmel(x^) |                                                 (the conditioning's frames)
+
+Real clips supply ``(logmel(x), x)`` pairs. One evaluation per clip makes it far cheaper to sample than a
+diffusion vocoder (``diffwave`` with a mel field), which is the point on CPUs; the diffusion vocoder remains the
+choice when the budget allows it.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from diffkit_audio.metrics import RESOLUTIONS
+
+
+def upsampling_strides(hop: int) -> list[int]:
+    """``hop`` as a product of strides of 4 (then 2, then 3): 64 -> [4, 4, 4], 128 -> [4, 4, 4, 2]."""
+    out, rest = [], int(hop)
+    for s in (4, 2, 3):
+        while rest % s == 0 and rest > 1:
+            out.append(s)
+            rest //= s
+    if rest != 1:
+        raise ValueError(f"mel vocoder: hop {hop} has a prime factor above 3; use a hop such as 64, 128 or 192")
+    return out
+
+
+class MelVocoder(nn.Module):
+    """See the module docstring. ``channels`` is the width after the input convolution."""
+
+    def __init__(self, n_mels: int = 40, hop: int = 64, channels: int = 128, dilations=(1, 3, 9)):
+        super().__init__()
+        self.hop = int(hop)
+        self.strides = upsampling_strides(hop)
+        self.pre = nn.Conv1d(n_mels, channels, 7, padding=3)
+        self.ups, self.blocks = nn.ModuleList(), nn.ModuleList()
+        c = channels
+        for _ in self.strides:
+            self.ups.append(nn.Conv1d(c, max(c // 2, 8), 7, padding=3))
+            c = max(c // 2, 8)
+            self.blocks.append(nn.ModuleList(nn.Conv1d(c, c, 3, padding=d, dilation=d) for d in dilations))
+        self.post = nn.Conv1d(c, 1, 7, padding=3)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        h = self.pre(mel)
+        for stride, up, block in zip(self.strides, self.ups, self.blocks):
+            h = up(F.leaky_relu(F.interpolate(h, scale_factor=stride, mode="nearest"), 0.1))
+            for conv in block:
+                h = h + conv(F.leaky_relu(h, 0.1))
+        return torch.tanh(self.post(F.leaky_relu(h, 0.1)))
+
+
+def spectral_loss(x_hat: torch.Tensor, x: torch.Tensor, resolutions=RESOLUTIONS, eps: float = 1e-5) -> torch.Tensor:
+    """The multi-resolution STFT term of the module docstring (a differentiable twin of ``mrstft_distance(paired=True)``)."""
+    total = x.new_zeros(())
+    for n_fft, hop in resolutions:
+        window = torch.hann_window(n_fft, device=x.device)
+        mag = lambda w: torch.stft(w.reshape(-1, w.shape[-1]), n_fft, hop, window=window, return_complex=True).abs()  # noqa: E731
+        m_hat, m = mag(x_hat), mag(x)
+        sc = (m_hat - m).flatten(1).norm(dim=1) / m.flatten(1).norm(dim=1).clamp_min(eps)
+        total = total + sc.mean() + (torch.log(m_hat + eps) - torch.log(m + eps)).abs().mean()
+    return total / len(resolutions)
+
+
+def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: int, minutes: float | None = None, batch_size: int = 16,
+                  lr: float = 2e-3, seed: int = 0, progress=None) -> dict:
+    """Train ``vocoder`` on ``B×1×T`` real ``waves`` (``log_mel(waves)`` gives its input frames) for ``steps`` Adam steps
+    with a cosine decay, or until ``minutes`` have passed, whichever comes first. Returns a JSON report."""
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        mels = torch.cat([log_mel(waves[i:i + 256]) for i in range(0, len(waves), 256)])
+    opt = torch.optim.AdamW(vocoder.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
+    t0, last, done, stopped_by_time = time.perf_counter(), math.nan, 0, False
+    with torch.inference_mode(False), torch.enable_grad():
+        vocoder.train()
+        for step in range(int(steps)):
+            elapsed = time.perf_counter() - t0
+            frac = max(step / max(1, int(steps)), elapsed / (60.0 * minutes) if minutes else 0.0)
+            if frac >= 1.0:
+                stopped_by_time = step < int(steps)
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))  # cosine decay over steps or time, whichever ends first
+            idx = torch.randint(len(waves), (batch_size,), generator=gen)
+            x, m = waves[idx], mels[idx]
+            x_hat = vocoder(m)
+            loss = spectral_loss(x_hat, x) + (log_mel(x_hat) - m).abs().mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"mel vocoder: the loss became {float(loss)} at step {step}; lower vocoder_lr (now {lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vocoder.parameters(), 1.0)
+            opt.step()
+            last, done = float(loss.detach()), step + 1
+            if progress is not None:
+                progress(done, last)
+        vocoder.eval()
+    return {"steps": done, "seconds": time.perf_counter() - t0, "final_loss": last, "stopped_by_time_budget": stopped_by_time,
+            "n_train": len(waves), "parameters": sum(p.numel() for p in vocoder.parameters())}
+
+
+__all__ = ["MelVocoder", "spectral_loss", "train_vocoder", "upsampling_strides"]

@@ -1,0 +1,77 @@
+"""The learned one-pass mel vocoder: its shapes, its loss, its training, and the log-mel first stage that carries it."""
+import math
+
+import pytest
+import torch
+
+from diffkit.representations import RepresentationError
+from diffkit.testing import check_representation
+
+from diffkit_audio.backbone import mel_spectrogram
+from diffkit_audio.mel import LogMel, spectral_convergence
+from diffkit_audio.metrics import mrstft_distance
+from diffkit_audio.space import AudioSpace
+from diffkit_audio.vocoder import MelVocoder, spectral_loss, train_vocoder, upsampling_strides
+
+
+def tones(n: int, length: int = 1024, rate: int = 8000, seed: int = 0) -> torch.Tensor:
+    """``n`` clips of one sine each (random pitch 200-1200 Hz, random amplitude and phase): ``n×1×length``."""
+    g = torch.Generator().manual_seed(seed)
+    f = 200 + 1000 * torch.rand(n, 1, 1, generator=g)
+    a = 0.2 + 0.5 * torch.rand(n, 1, 1, generator=g)
+    phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g)
+    return a * torch.sin(2 * math.pi * f * torch.arange(length) / rate + phase)
+
+
+def test_strides_multiply_to_the_hop_and_odd_hops_are_refused():
+    assert upsampling_strides(64) == [4, 4, 4] and upsampling_strides(128) == [4, 4, 4, 2] and upsampling_strides(96) == [4, 4, 2, 3]
+    with pytest.raises(ValueError, match="prime factor above 3"):
+        upsampling_strides(80)
+
+
+def test_one_pass_gives_hop_samples_per_frame_within_minus_one_to_one():
+    voc = MelVocoder(n_mels=20, hop=64, channels=32)
+    wave = voc(torch.randn(3, 20, 16))
+    assert wave.shape == (3, 1, 16 * 64) and wave.abs().max() <= 1
+
+
+def test_spectral_loss_is_the_paired_mrstft_distance_and_zero_on_equal_clips():
+    x, y = tones(4), tones(4, seed=1)
+    assert float(spectral_loss(x, x)) == 0.0
+    assert float(spectral_loss(y, x)) == pytest.approx(mrstft_distance(list(y), list(x), paired=True), rel=1e-4)
+
+
+def test_training_lowers_the_loss_and_stops_at_its_step_count():
+    torch.manual_seed(0)
+    waves = tones(16)
+    log_mel = lambda w: mel_spectrogram(w, 8000, 20, 64)  # noqa: E731
+    voc = MelVocoder(n_mels=20, hop=64, channels=32)
+    with torch.no_grad():
+        before = float(spectral_loss(voc(log_mel(waves)), waves))
+    report = train_vocoder(voc, waves, log_mel, steps=60, batch_size=8, lr=3e-3, seed=0)
+    with torch.no_grad():
+        after = float(spectral_loss(voc(log_mel(waves)), waves))
+    assert report["steps"] == 60 and not report["stopped_by_time_budget"] and after < 0.8 * before
+
+
+def test_a_learned_vocoder_is_fitted_saved_and_restored_with_the_first_stage():
+    space = AudioSpace(channels=1, length=1024, sample_rate=8000)
+    clips = list(tones(12))
+    rep = LogMel(space, n_mels=20, hop=64, layout="sequence", vocoder="learned", learned_channels=16, learned_steps=3, learned_batch=4)
+    report = rep.fit(clips)
+    assert report["vocoder"]["steps"] == 3 and rep.space.shape == (20, 16)
+    restored = LogMel(space, **rep.config())
+    restored.load_state_dict(rep.state_dict())
+    codes = rep.encode(clips[:2])
+    assert torch.equal(torch.stack(rep.decode(codes)), torch.stack(restored.decode(codes)))
+    figures = check_representation(rep, clips[:4], bound=2.0, error=spectral_convergence)  # shapes, determinism, a loose bound after 3 steps
+    assert figures["code_shape"] == {"x": [20, 16]}
+    with pytest.raises(RepresentationError, match="do not fit its options"):
+        LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=32).load_state_dict(rep.state_dict())
+    with pytest.raises(RepresentationError, match="do not fit its options"):
+        LogMel(space, n_mels=20, hop=64).load_state_dict(rep.state_dict())  # Griffin-Lim takes no vocoder weights
+
+
+def test_an_unknown_layout_is_refused():
+    with pytest.raises(RepresentationError, match="layout must be"):
+        LogMel(AudioSpace(channels=1, length=1024, sample_rate=8000), layout="columns")
