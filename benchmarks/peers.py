@@ -58,7 +58,7 @@ from diffkit.processes.gaussian import GaussianProcess
 from diffkit.samplers import SAMPLERS, make_times, steps_for_nfe
 from diffkit.state import State
 
-DATE = "2026-12-02"
+DATE = time.strftime("%Y-%m-%d")
 
 # --- the forward process: DDPM's linear betas over 1000 steps ---------------------------------
 T_TRAIN = 1000
@@ -687,6 +687,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 samples, one seed, NFE 5 and 10, the 2-D ring and narrow ring, 3 timing repeats")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--reference-nfe", type=int, default=500, help="NFE of the converged reference run per mixture (0: none)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="only these methods (e.g. unipc deis), in every library that has them; diffkit dpmpp-3m/logsnr, the converged reference, stays in the tables")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (at most 2 on the shared machine; 1 is faster under load)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -716,6 +718,9 @@ def main() -> None:
         for dep in ("scipy", "torchdiffeq", "torchsde", "tqdm"):
             versions[dep] = version(dep)
         methods += kdiffusion_methods(kd)
+    if args.methods:
+        reference = ("diffkit", "dpmpp-3m", "logsnr", "vp")  # the converged flow every coupled error is measured against
+        methods = [m for m in methods if m.method in args.methods or (m.library, m.method, m.config, m.path) == reference]
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
 
     rows, floors, references = quality(methods, mixtures, args.nfe, args.n, args.seeds, args.reference_nfe)

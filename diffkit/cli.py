@@ -253,10 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    if args.threads is not None and args.threads < 1:
+        print(f"diffkit: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    from diffkit.cpu import flush_denormals
+
+    flush_denormals()  # before torch starts its worker threads, which inherit the mode (diffkit/cpu.py)
     if args.threads is not None:
-        if args.threads < 1:
-            print(f"diffkit: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
-            return 2
         import torch
 
         torch.set_num_threads(args.threads)

@@ -1,0 +1,32 @@
+"""Subnormal floats are flushed to zero by the command line (diffkit/cpu.py), and the opt-out keeps them.
+
+Each check runs in a fresh interpreter: the mode belongs to the threads of a process, and this test process's
+own numerics must not change."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = "import torch; print(float(torch.tensor([1e-39]) * 1.0))"  # 1e-39 is subnormal in float32
+
+
+def run(code: str, **env) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_a_plain_interpreter_keeps_subnormals():
+    assert float(run(PROBE)) == pytest.approx(1e-39, rel=1e-3)
+
+
+def test_flush_denormals_zeroes_them_and_keep_opts_out():
+    assert float(run(f"from diffkit.cpu import flush_denormals; assert flush_denormals(); {PROBE}", DIFFKIT_DENORMALS="")) == 0.0
+    assert float(run(f"from diffkit.cpu import flush_denormals; assert not flush_denormals(); {PROBE}", DIFFKIT_DENORMALS="keep")) > 0
+
+
+def test_the_command_line_flushes_them_in_its_worker_threads_too():
+    code = ("import torch; from diffkit.cli import main; main(['plugins']); torch.set_num_threads(2); "
+            "x = torch.full((4096, 256), 1e-39); print(float((x * 1.0).abs().sum()))")  # large enough to run on the OpenMP workers
+    assert float(run(code, DIFFKIT_DENORMALS="")) == 0.0
