@@ -1,4 +1,4 @@
-"""The shipped spoken-digit models (two-stage `spoken-digits-mel`: log-mel frames and Griffin-Lim; waveform
+"""The shipped spoken-digit models (two-stage `spoken-digits-mel`: log-mel frames and a learned vocoder; waveform
 `spoken-digits-cpu`: patched DiffWave): found by name, checked against their cards, sampled from Python as clips
 with their rate, and reproducing the cards' figures from the command line."""
 import json

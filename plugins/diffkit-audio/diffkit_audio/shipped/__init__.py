@@ -3,7 +3,7 @@ from diffkit.pretrained import packaged
 
 
 def spoken_digits_mel():
-    """The ``spoken-digits-mel`` recipe (class-conditional UNet on log-mel frames, Griffin-Lim decoding), trained with seed 0."""
+    """The ``spoken-digits-mel`` recipe (class-conditional DiffWave denoiser over log-mel frames, learned one-pass vocoder), trained with seed 0."""
     return packaged(__name__, "spoken-digits-mel")
 
 
