@@ -22,6 +22,12 @@ from pathlib import Path
 import torch
 
 
+def judge_cells(m: dict) -> tuple[str, str, str]:
+    """Table cells of the judge's figures: accuracy, ``FD (floor)``, IS (``nan`` where a figure is missing)."""
+    get = lambda key: m.get(key, float("nan"))  # noqa: E731
+    return f"{get('spoken_digits_accuracy'):.3f}", f"{get('spoken_digits_fd'):.1f} ({get('spoken_digits_fd_floor'):.1f})", f"{get('spoken_digits_is'):.2f}"
+
+
 def score(name: str, rep, clips: list, labels: list, reference: list, reference_labels: list, space) -> dict:
     from diffkit.evaluation import EvalContext, run_metrics
 
@@ -116,8 +122,7 @@ def main(argv=None) -> int:
              "| decoder | accuracy | FD (floor) | IS | spectral convergence | MR-STFT (paired) | decode real-time factor |", "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         m = row["metrics"]
-        lines.append(f"| {row['decoder']} | {m.get('spoken_digits_accuracy', float('nan')):.3f} | {m.get('spoken_digits_fd', float('nan')):.1f} "
-                     f"({m.get('spoken_digits_fd_floor', float('nan')):.1f}) | {m.get('spoken_digits_is', float('nan')):.2f} | {row['spectral_convergence_mean']:.3f} | {row['mrstft_paired']:.3f} | {row['decode_real_time_factor']:.4f} |")
+        lines.append(f"| {row['decoder']} | {' | '.join(judge_cells(m))} | {row['spectral_convergence_mean']:.3f} | {row['mrstft_paired']:.3f} | {row['decode_real_time_factor']:.4f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -116,7 +116,7 @@ class LogMel(Representation):
             waves = self.vocode(mel)
         return [self.data_space.validate(w.clamp(-1, 1)) for w in waves]
 
-    # --- the two decoders -------------------------------------------------------------------------------
+    # --- the decoders -------------------------------------------------------------------------------------
     def griffin_lim(self, mel: torch.Tensor) -> torch.Tensor:
         import torchaudio
 
