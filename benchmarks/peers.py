@@ -224,9 +224,16 @@ class Method:
         self.path = path  # "vp": DDPM's linear betas (diffusion); "linear": the rectified-flow path x_t = (1 - t) x0 + t x1
 
     @property
+    def key(self) -> tuple[str, str, str, str]:
+        return self.library, self.method, self.config, self.path
+
+    @property
     def label(self):
         return f"{self.library}:{self.method}/{self.config}" + ("" if self.path == "vp" else f" [{self.path} path]")
 
+
+REFERENCE = ("diffkit", "dpmpp-3m", "logsnr", "vp")
+"""The method (library, method, config, path) whose long run is the converged flow every coupled error is measured against."""
 
 DIFFKIT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "deis", "unipc")
 
@@ -418,7 +425,7 @@ def quality(methods, mixtures, nfes, n, seeds, reference_nfe=0) -> tuple[list[di
         print(f"\n{mix_name}: two-sample floor {floors[mix_name]:.4f} (n = {n}, mean of {seeds} seed(s))", flush=True)
         converged = None
         if reference_nfe:  # the flow solved to convergence from the same prior draws: what "no discretisation error" scores
-            ref = next(m for m in methods if (m.library, m.method, m.config, m.path) == ("diffkit", "dpmpp-3m", "logsnr", "vp"))
+            ref = next(m for m in methods if m.key == REFERENCE)
             converged, sws = [], []
             for s in range(seeds):
                 counter = Counter()
@@ -719,8 +726,7 @@ def main() -> None:
             versions[dep] = version(dep)
         methods += kdiffusion_methods(kd)
     if args.methods:
-        reference = ("diffkit", "dpmpp-3m", "logsnr", "vp")  # the converged flow every coupled error is measured against
-        methods = [m for m in methods if m.method in args.methods or (m.library, m.method, m.config, m.path) == reference]
+        methods = [m for m in methods if m.method in args.methods or m.key == REFERENCE]
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
 
     rows, floors, references = quality(methods, mixtures, args.nfe, args.n, args.seeds, args.reference_nfe)

@@ -56,19 +56,18 @@ class LogMel(Representation):
         self.data_space = space
         self.options = {"n_mels": int(n_mels), "hop": int(hop), "layout": layout, "vocoder": str(vocoder), "n_iter": int(n_iter),
                         "vocoder_sampler": str(vocoder_sampler), "vocoder_steps": int(vocoder_steps)}
+        self.learned_vocoder = None
         if self.options["vocoder"] == "learned":
+            from diffkit_audio.vocoder import MelVocoder
+
             self.options.update(learned_channels=int(learned_channels), learned_steps=int(learned_steps), learned_batch=int(learned_batch),
                                 learned_lr=float(learned_lr), learned_minutes=None if learned_minutes is None else float(learned_minutes))
+            self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
         self.frames = space.length // int(hop)
         self.space = LatentSpace((1, int(n_mels), self.frames) if layout == "image" else (int(n_mels), self.frames))
         self.mean = torch.zeros(int(n_mels))
         self.std = torch.ones(int(n_mels))
         self._vocoder = None
-        self.learned_vocoder = None
-        if self.options["vocoder"] == "learned":
-            from diffkit_audio.vocoder import MelVocoder
-
-            self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
 
     def log_mel(self, waves: torch.Tensor) -> torch.Tensor:
         """``B×n_mels×frames`` log-mel frames of ``B×1×T`` waves."""
