@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from diffkit.cpu import flush_denormals
 from diffkit.recipe import load_dataset
 
 from diffkit.runs import evaluate, generate, load_run, read_log
@@ -159,6 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    flush_denormals()                      # as `diffkit train` does, before torch starts its threads
     torch.set_num_threads(args.threads)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                "load_average": [round(v, 2) for v in os.getloadavg()]}

@@ -43,10 +43,21 @@ def trained_run_summary(run_dir: Path, recipe: str, seed: int) -> dict:
         raise SystemExit(f"make_pretrained: {run_dir} was trained from recipe {made.get('name')!r} seed {made.get('seed', 0)}, "
                          f"not {recipe!r} seed {seed}; pass the matching recipe and --seed")
     log = read_log(run_dir)
-    rates = [r["items_per_second"] for r in log if "items_per_second" in r]
+    rated = [r for r in log if r.get("items_per_second")]
+    rates = [r["items_per_second"] for r in rated]
     budget = [r["minutes"] for r in log if r.get("event") == "time budget"]
+    if budget:
+        seconds, source = 60 * budget[-1], "time budget"
+    elif rated:   # a run stopped by its step count: each logged stretch of steps at its logged rate
+        batch, previous, seconds = int(made.get("train", {}).get("batch_size", 1)), 0, 0.0
+        for r in rated:
+            seconds += (r["step"] - previous) * batch / r["items_per_second"]
+            previous = r["step"]
+        source = "log rates"
+    else:
+        seconds, source = None, None
     return {"steps": config.get("step"), "items_per_second": round(sum(rates) / len(rates), 1) if rates else None,
-            "train_seconds": round(60 * budget[-1], 1) if budget else None, "stopped_by_time_budget": bool(budget)}
+            "train_seconds": None if seconds is None else round(seconds, 1), "train_seconds_from": source, "stopped_by_time_budget": bool(budget)}
 
 
 def refigure(dest: Path, args) -> int:

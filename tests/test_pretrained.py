@@ -13,6 +13,7 @@ from diffkit import pretrained, registry
 from diffkit.pretrained import PretrainedError, export, resolve
 from diffkit.recipe import load_recipe
 from diffkit.rundir import tensor_path
+from diffkit.testing import needs_shipped
 from diffkit.training.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def test_init_starts_from_the_shipped_weights_and_refuses_other_shapes(shipped, 
         Trainer(small_recipe(hidden=48), tmp_path / "wide", init="gmm-tiny", progress=False)
 
 
-@pytest.mark.skipif("gmm" not in pretrained.names(), reason="the core's shipped gmm model is not installed")
+@needs_shipped("gmm", "diffkit")
 def test_shipped_gmm_reproduces_its_card_from_the_command_line(tmp_path):
     card = pretrained.card("gmm")
     pretrained.verify(pretrained.locate("gmm"))
@@ -163,6 +164,13 @@ def test_make_pretrained_cuts_a_trained_run_and_refigures_it(shipped, tmp_path, 
     assert card["steps"] == 20 and card["figures"]["n"] == 200 and card["figures"]["training"]["steps"] == 20
     assert card["figures"]["sampler"] == "heun" and card["figures"]["steps"] == 7
     assert card["figures"]["trained_by"] == "a test" and "sliced_wasserstein" in card["figures"]["metrics"]
+    # stopped by its step count, so the training time comes from the logged rates: Σ Δsteps × batch / rate
+    from diffkit.rundir import read_log
+    rated = [r for r in read_log(root / "run") if r.get("items_per_second")]
+    batch = json.loads((root / "run" / "config.json").read_text())["recipe"]["train"]["batch_size"]
+    expected = sum((r["step"] - p) * batch / r["items_per_second"] for r, p in zip(rated, [0] + [r["step"] for r in rated[:-1]]))
+    training = card["figures"]["training"]
+    assert training["train_seconds_from"] == "log rates" and training["train_seconds"] == pytest.approx(expected, abs=0.1) and expected > 0
     # sampling by name draws as the card's figures were measured: its count, sampler and steps
     assert {k: json.loads((dest / "config.json").read_text())["recipe"]["sample"][k] for k in ("n", "sampler", "steps")} == {"n": 200, "sampler": "heun", "steps": 7}
     pretrained.verify(dest)
@@ -172,3 +180,10 @@ def test_make_pretrained_cuts_a_trained_run_and_refigures_it(shipped, tmp_path, 
     assert again["figures"]["figures_before"]["metrics"] == card["figures"]["metrics"]
     assert again["figures"]["metrics"] == pytest.approx(card["figures"]["metrics"])  # same code, same seed: the same figures
     pretrained.verify(dest)
+
+
+def test_needs_shipped_skips_only_what_is_missing():
+    missing = needs_shipped("no-such-model", "diffkit-nothing")
+    assert missing.name == "skipif" and missing.args == (True,) and "diffkit-nothing's shipped no-such-model model is not installed" in missing.kwargs["reason"]
+    present = pretrained.names()[0]
+    assert needs_shipped(present).args == (False,)

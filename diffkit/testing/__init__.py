@@ -19,7 +19,7 @@ check, the contract and the component, e.g. ``check_space[round-trip] failed for
 """
 from diffkit.testing.backbones import EQUIVARIANCES, check_backbone, example_state
 from diffkit.testing.datasets import check_dataset, check_metric
-from diffkit.testing.environment import private_cache
+from diffkit.testing.environment import needs_shipped, private_cache
 from diffkit.testing.errors import ConformanceError
 from diffkit.testing.plugins import check_plugin, check_recipe, check_sampler, parametrize_checks, plugin_checks, shrink_recipe
 from diffkit.testing.processes import build_process, check_process
@@ -28,5 +28,5 @@ from diffkit.testing.spaces import check_space
 
 __all__ = [
     "ConformanceError", "EQUIVARIANCES", "build_process", "check_backbone", "check_dataset", "check_metric", "check_plugin", "check_process",
-    "check_recipe", "check_representation", "check_sampler", "check_space", "example_state", "parametrize_checks", "plugin_checks", "private_cache", "shrink_recipe",
+    "check_recipe", "check_representation", "check_sampler", "check_space", "example_state", "needs_shipped", "parametrize_checks", "plugin_checks", "private_cache", "shrink_recipe",
 ]

@@ -25,3 +25,17 @@ def private_cache(path: str | Path):
             os.environ.pop("DIFFKIT_CACHE", None)
         else:
             os.environ["DIFFKIT_CACHE"] = old
+
+
+def needs_shipped(name: str, distribution: str = "its distribution"):
+    """A pytest mark that skips a test unless the shipped model ``name`` is installed (a wheel built without
+    its weights, or an install of the code alone, still passes the rest of the suite)::
+
+        @needs_shipped("spoken-digits-mel", "diffkit-audio")
+        def test_sample(): ...
+    """
+    import pytest
+
+    from diffkit import pretrained
+
+    return pytest.mark.skipif(name not in pretrained.names(), reason=f"{distribution}'s shipped {name} model is not installed")

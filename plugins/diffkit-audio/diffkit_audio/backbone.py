@@ -29,6 +29,7 @@ inside every residual layer. Class conditioning: ``cond`` (B) labels, ``-1`` the
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,12 +43,18 @@ def mel_spectrogram(wave: torch.Tensor, sample_rate: int, n_mels: int = 40, hop:
     """Log-mel frames ``log(max(M |STFT(x)|^2, 1e-5))`` of a mono ``B×1×T`` (or ``B×T``) batch: ``B×n_mels×(T/hop)``
     (torchaudio MelSpectrogram, Hann window ``n_fft = 4 hop``, centred frames; the last frame is dropped
     so that frames × hop = T)."""
+    x = wave[:, 0] if wave.dim() == 3 else wave
+    mel = _mel_transform(int(sample_rate), int(n_mels), int(hop), int(n_fft or 4 * hop), str(x.device))(x.float())
+    return torch.log(mel.clamp(min=1e-5))[..., : x.shape[-1] // hop]
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_transform(sample_rate: int, n_mels: int, hop: int, n_fft: int, device: str):
+    """One torchaudio MelSpectrogram (its window and filterbank) per setting and device, built once: the
+    vocoder's training loop calls :func:`mel_spectrogram` every step. It holds no parameters, only buffers."""
     import torchaudio
 
-    x = wave[:, 0] if wave.dim() == 3 else wave
-    n_fft = int(n_fft or 4 * hop)
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=2.0).to(x.device)(x.float())
-    return torch.log(mel.clamp(min=1e-5))[..., : x.shape[-1] // hop]
+    return torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=2.0).to(device)
 
 
 def _factors(hop: int) -> list[int]:

@@ -9,15 +9,13 @@ import pytest
 
 import diffkit
 from diffkit import pretrained
+from diffkit.testing import needs_shipped
 
 SHIPPED = ["spoken-digits-mel", "spoken-digits-cpu"]
 
 
-def _installed(name):
-    return pytest.mark.skipif(name not in pretrained.names(), reason=f"diffkit-audio's shipped {name} model is not installed")
 
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_installed(n)) for n in SHIPPED])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs_shipped(n, "diffkit-audio")) for n in SHIPPED])
 def test_load_gives_clips_with_their_rate(name):
     clips = diffkit.load(name).sample(3, labels=[0, 1, 2], steps=5)
     assert len(clips) == 3
@@ -26,7 +24,7 @@ def test_load_gives_clips_with_their_rate(name):
         assert rate == 8000 and wave.ndim == 2 and wave.shape[-1] > 1000 and float(wave.abs().max()) <= 1.0
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_installed(n)) for n in SHIPPED])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs_shipped(n, "diffkit-audio")) for n in SHIPPED])
 def test_sample_by_name_reproduces_the_card(name, tmp_path):
     card = pretrained.card(name)
     res = subprocess.run([sys.executable, "-m", "diffkit", "sample", name, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=1800)

@@ -9,15 +9,13 @@ import pytest
 
 import diffkit
 from diffkit import pretrained
+from diffkit.testing import needs_shipped
 
 SHIPPED = {"digits": (1, 8, 8), "mnist-latent": (1, 28, 28)}
 
 
-def _installed(name):
-    return pytest.mark.skipif(name not in pretrained.names(), reason=f"diffkit-image's shipped {name} model is not installed")
 
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_installed(n)) for n in SHIPPED])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs_shipped(n, "diffkit-image")) for n in SHIPPED])
 def test_load_gives_images_in_the_unit_cube_for_the_labels_asked(name):
     model = diffkit.load(name)
     images = model.sample(10, labels=list(range(10)), steps=10)
@@ -26,7 +24,7 @@ def test_load_gives_images_in_the_unit_cube_for_the_labels_asked(name):
         model.sample(3, labels=[1, 2])
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_installed(n)) for n in SHIPPED])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs_shipped(n, "diffkit-image")) for n in SHIPPED])
 def test_sample_by_name_reproduces_the_card(name, tmp_path):
     card = pretrained.card(name)
     res = subprocess.run([sys.executable, "-m", "diffkit", "sample", name, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=1200)

@@ -13,7 +13,12 @@ Each layer updates three streams:
 Every stream then has a residual connection, LayerNorm and a feed-forward block. Inputs are the
 noisy one-hot (or continuous one-hot) atoms and bonds, plus structural features computed from the
 current argmax bond graph: node degree, bond-order sum and closed walks ``diag(A^k)``, k = 2..5 (which
-count 3- and 4-cycles and more), and the graph size ``n / max_atoms``. All operations act per node
+count 3- and 4-cycles and more), and the graph size ``n / max_atoms``. With ``components=True`` the
+node features add the size of the node's connected component (as a fraction of the graph) and whether it is
+the largest, the graph features the number of components and the largest one's share; a walk count cannot
+tell a disconnected graph from a connected one, and disconnected molecules are the main failure at few
+steps (DiGress reads the same fact from the Laplacian's zero eigenvalues; reachability by repeated
+squaring of ``I + A`` gives it exactly, without an eigensolver). All operations act per node
 or per pair with symmetric pooling, so the network is permutation equivariant; bond outputs are
 symmetrised ``(E + Eᵀ)/2``. Padded nodes never reach a real node's output.
 """
@@ -29,6 +34,19 @@ from diffkit.backbones import timestep_embedding
 
 def _pair_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask[:, :, None] * mask[:, None, :]
+
+
+def component_sizes(adjacency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``size[b, i]``: the number of real nodes in node i's connected component (0 for padding).
+
+    Reachability ``R = (I + A)^(n-1) > 0``, taken by ceil(log2 n) squarings of the boolean matrix, so a
+    9-atom graph costs four batched n×n products; ``size_i = Σ_j R_ij m_j``."""
+    n = adjacency.shape[-1]
+    pair = _pair_mask(mask)
+    reach = ((adjacency + torch.eye(n, device=adjacency.device)) * pair > 0).float()
+    for _ in range(max(1, math.ceil(math.log2(max(n, 2))))):
+        reach = ((reach @ reach) > 0).float()
+    return (reach * mask[:, None, :]).sum(-1) * mask
 
 
 class GraphTransformerLayer(nn.Module):
@@ -89,16 +107,21 @@ class GraphTransformer(nn.Module):
 
     equivariance = "permutation"
     N_STRUCT = 6  # degree, bond-order sum, diag(A^2..A^5)
+    N_COMPONENT = 2  # own component's share of the graph, in the largest component (per node; two graph features too)
 
     def __init__(self, atom_in: int, bond_in: int, atom_out: int, bond_out: int, max_atoms: int, *, hidden_x: int = 128, hidden_e: int = 32,
-                 hidden_y: int = 64, heads: int = 4, layers: int = 4, ff: int = 2, dropout: float = 0.0, num_classes: int = 0, structural: bool = True):
+                 hidden_y: int = 64, heads: int = 4, layers: int = 4, ff: int = 2, dropout: float = 0.0, num_classes: int = 0, structural: bool = True, components: bool = False):
         super().__init__()
+        if components and not structural:
+            raise ValueError("graph-transformer: components=True adds to the structural features; set structural=True as well")
         self.atom_in, self.bond_in, self.atom_out, self.bond_out = atom_in, bond_in, atom_out, bond_out
         self.max_atoms, self.structural, self.num_classes = int(max_atoms), bool(structural), int(num_classes)
-        n_struct = self.N_STRUCT if self.structural else 0
+        self.components = bool(components)
+        n_struct = (self.N_STRUCT + (self.N_COMPONENT if self.components else 0)) if self.structural else 0
+        n_graph = (4 + (2 if self.components else 0)) if self.structural else 0
         self.x_in = nn.Sequential(nn.Linear(atom_in + n_struct, hidden_x), nn.SiLU(), nn.Linear(hidden_x, hidden_x))
         self.e_in = nn.Sequential(nn.Linear(bond_in, hidden_e), nn.SiLU(), nn.Linear(hidden_e, hidden_e))
-        self.y_in = nn.Sequential(nn.Linear(hidden_y + 1 + (4 if self.structural else 0), hidden_y), nn.SiLU(), nn.Linear(hidden_y, hidden_y))
+        self.y_in = nn.Sequential(nn.Linear(hidden_y + 1 + n_graph, hidden_y), nn.SiLU(), nn.Linear(hidden_y, hidden_y))
         self.hidden_y = hidden_y
         self.label = nn.Embedding(self.num_classes + 1, hidden_y) if self.num_classes else None
         self.layers = nn.ModuleList(GraphTransformerLayer(hidden_x, hidden_e, hidden_y, heads, ff, dropout) for _ in range(layers))
@@ -118,10 +141,16 @@ class GraphTransformer(nn.Module):
         for k in range(2, 6):
             P = P @ A
             walks.append(torch.diagonal(P, dim1=1, dim2=2) / (2.0 ** k))
-        node = torch.stack([deg / 4, val / 4, *walks], dim=-1) * mask[..., None]
         count = mask.sum(1).clamp_min(1.0)
-        graph = torch.stack([A.sum((1, 2)) / (2 * self.max_atoms), deg.sum(1) / count / 4, walks[1].sum(1) / count, walks[2].sum(1) / count], dim=-1)
-        return node, graph
+        node = [deg / 4, val / 4, *walks]
+        graph = [A.sum((1, 2)) / (2 * self.max_atoms), deg.sum(1) / count / 4, walks[1].sum(1) / count, walks[2].sum(1) / count]
+        if self.components:
+            size = component_sizes(A, mask)
+            largest = size.max(1).values
+            node += [size / count[:, None], (size == largest[:, None]).float()]
+            n_comp = (mask / size.clamp_min(1.0)).sum(1)
+            graph += [(n_comp - 1) / 4, largest / count]
+        return torch.stack(node, dim=-1) * mask[..., None], torch.stack(graph, dim=-1)
 
     def forward(self, state, t, cond=None):
         atoms, bonds = state["atoms"].float(), state["bonds"].float()
@@ -158,7 +187,7 @@ def _in_dim(diffusion, space, name: str) -> int:
 
 
 def build_graph_transformer(space, diffusion, *, num_classes: int = 0, hidden_x: int = 128, hidden_e: int = 32, hidden_y: int = 64, heads: int = 4,
-                            layers: int = 4, ff: int = 2, dropout: float = 0.0, structural: bool = True) -> GraphTransformer:
+                            layers: int = 4, ff: int = 2, dropout: float = 0.0, structural: bool = True, components: bool = False) -> GraphTransformer:
     """Build the graph transformer for a molecule space: input widths are the processes' ``num_states``
     (K, or K+1 for the absorbing process; the field's classes for Gaussian fields), outputs the
     fields' ``num_classes``."""
@@ -170,5 +199,5 @@ def build_graph_transformer(space, diffusion, *, num_classes: int = 0, hidden_x:
     return GraphTransformer(
         _in_dim(diffusion, space, "atoms"), _in_dim(diffusion, space, "bonds"), space.field("atoms").num_classes, space.field("bonds").num_classes,
         getattr(space, "max_atoms", 32), hidden_x=hidden_x, hidden_e=hidden_e, hidden_y=hidden_y, heads=heads, layers=layers, ff=ff, dropout=dropout,
-        num_classes=num_classes, structural=structural,
+        num_classes=num_classes, structural=structural, components=components,
     )

@@ -78,3 +78,41 @@ def test_refuses_a_space_without_graph_fields():
     space = EuclideanSpace(2)
     with pytest.raises(ValueError, match="needs a space with 'atoms' and 'bonds'"):
         build_graph_transformer(space, Diffusion({"x": vp_cosine()}))
+
+
+def test_component_sizes_on_known_graphs():
+    from diffkit_molecule.backbone import component_sizes
+
+    A = torch.zeros(2, 6, 6)
+    for i, j in [(0, 1), (1, 2), (3, 4)]:           # graph 0: a path 0-1-2, an edge 3-4, node 5 alone
+        A[0, i, j] = A[0, j, i] = 1
+    for i in range(3):                                # graph 1: a path over its 4 real nodes; nodes 4, 5 padding
+        A[1, i, i + 1] = A[1, i + 1, i] = 1
+    mask = torch.tensor([[1.0] * 6, [1.0] * 4 + [0.0] * 2])
+    sizes = component_sizes(A, mask)
+    assert sizes.tolist() == [[3, 3, 3, 2, 2, 1], [4, 4, 4, 4, 0, 0]]
+    # a long path needs every squaring: 0-1-...-8 is one component of 9
+    P = torch.zeros(1, 9, 9)
+    for i in range(8):
+        P[0, i, i + 1] = P[0, i + 1, i] = 1
+    assert component_sizes(P, torch.ones(1, 9)).tolist() == [[9.0] * 9]
+
+
+def test_component_features_tell_disconnected_from_connected():
+    space = MoleculeSpace()
+    diffusion = categorical_diffusion(space)
+    model = build_graph_transformer(space, diffusion, components=True, **SMALL)
+    x0 = space.collate([space.from_smiles(s) for s in ["CCO", "C.CO"]])   # same atoms and walk counts up to 2 hops apart
+    bonds = torch.nn.functional.one_hot(x0["bonds"].long(), 4).float() if x0["bonds"].dim() == 3 else x0["bonds"].float()
+    node, graph = model.structure(bonds, x0["mask"].float())
+    assert graph[0, -2].item() == 0.0 and graph[1, -2].item() == pytest.approx(1 / 4)   # (components - 1) / 4
+    assert graph[0, -1].item() == 1.0 and graph[1, -1].item() == pytest.approx(2 / 3)   # largest component's share
+    checked = check_backbone(build_graph_transformer, space, diffusion, examples=[space.from_smiles(s) for s in SMILES],
+                             options={**SMALL, "components": True}, batch=4)
+    assert "equivariance" in checked
+
+
+def test_components_need_structural_features():
+    space = MoleculeSpace()
+    with pytest.raises(ValueError, match="set structural=True"):
+        build_graph_transformer(space, categorical_diffusion(space), structural=False, components=True, **SMALL)

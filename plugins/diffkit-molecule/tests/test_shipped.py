@@ -9,8 +9,9 @@ import torch
 
 import diffkit
 from diffkit import pretrained
+from diffkit.testing import needs_shipped
 
-pytestmark = pytest.mark.skipif("qm9-cpu" not in pretrained.names(), reason="diffkit-molecule's shipped qm9-cpu model is not installed")
+pytestmark = needs_shipped("qm9-cpu", "diffkit-molecule")
 
 CHECKED = ("validity", "valid_connected", "uniqueness", "connected")
 
