@@ -107,7 +107,8 @@ class GraphTransformer(nn.Module):
 
     equivariance = "permutation"
     N_STRUCT = 6  # degree, bond-order sum, diag(A^2..A^5)
-    N_COMPONENT = 2  # own component's share of the graph, in the largest component (per node; two graph features too)
+    N_GRAPH = 4  # edge count, mean degree, 3- and 4-closed-walk totals
+    N_COMPONENT = 2  # per node: own component's share, in the largest; per graph: component count, largest share
 
     def __init__(self, atom_in: int, bond_in: int, atom_out: int, bond_out: int, max_atoms: int, *, hidden_x: int = 128, hidden_e: int = 32,
                  hidden_y: int = 64, heads: int = 4, layers: int = 4, ff: int = 2, dropout: float = 0.0, num_classes: int = 0, structural: bool = True, components: bool = False):
@@ -118,7 +119,7 @@ class GraphTransformer(nn.Module):
         self.max_atoms, self.structural, self.num_classes = int(max_atoms), bool(structural), int(num_classes)
         self.components = bool(components)
         n_struct = (self.N_STRUCT + (self.N_COMPONENT if self.components else 0)) if self.structural else 0
-        n_graph = (4 + (2 if self.components else 0)) if self.structural else 0
+        n_graph = (self.N_GRAPH + (self.N_COMPONENT if self.components else 0)) if self.structural else 0
         self.x_in = nn.Sequential(nn.Linear(atom_in + n_struct, hidden_x), nn.SiLU(), nn.Linear(hidden_x, hidden_x))
         self.e_in = nn.Sequential(nn.Linear(bond_in, hidden_e), nn.SiLU(), nn.Linear(hidden_e, hidden_e))
         self.y_in = nn.Sequential(nn.Linear(hidden_y + 1 + n_graph, hidden_y), nn.SiLU(), nn.Linear(hidden_y, hidden_y))
