@@ -1,35 +1,68 @@
-"""Sampler settings of a trained QM9 run at a given NFE over seeds (strict validity, connectivity, uniqueness, novelty, FCD); writes JSON rows as they come.
+"""Sampler settings of a trained QM9 run at given NFEs over seeds: strict validity, connectivity, uniqueness,
+novelty and FCD per row, the JSON rewritten (atomically) after every row.
 
     python benchmarks/qm9_settings.py RUN_DIR --out rows.json --settings 0:0 0:0.2 20:0.5 --seeds 0 1 --n 1000   # dfm-euler eta:omega
     python benchmarks/qm9_settings.py RUN_DIR --out rows.json --sampler ancestral --steps 50 100
 """
-import argparse, json, time
-from diffkit.cpu import flush_denormals
-flush_denormals()
-import torch
-torch.set_num_threads(1)
-from diffkit.runs import load_run, generate, evaluate
+from __future__ import annotations
 
-p = argparse.ArgumentParser()
-p.add_argument("run"); p.add_argument("--out", required=True)
-p.add_argument("--sampler", default="dfm-euler"); p.add_argument("--steps", type=int, nargs="+", default=[50])
-p.add_argument("--settings", nargs="+", default=["0:0"], help="eta:omega for dfm-euler")
-p.add_argument("--seeds", type=int, nargs="+", default=[0, 1]); p.add_argument("--n", type=int, default=500)
-a = p.parse_args()
-run = load_run(a.run)
-run.recipe["eval"]["metrics"] = ["molecule-validity", "molecule-uniqueness", "molecule-novelty", "fcd"]
-out = []
-for steps in a.steps:
-    for setting in (a.settings if a.sampler == "dfm-euler" else ["-"]):
-        for seed in a.seeds:
-            opts = {}
-            if a.sampler == "dfm-euler":
-                eta, omega = map(float, setting.split(":"))
-                opts = {"eta": eta, "target_guidance": omega, "distortion": "polydec"}
-            t0 = time.perf_counter()
-            items, labels, timing = generate(run, a.n, sampler=a.sampler, steps=steps, seed=seed, options=opts)
-            m = evaluate(run, items, labels)
-            row = {"run": a.run, "sampler": a.sampler, "steps": steps, **opts, "seed": seed,
-                   **{k: v for k, v in m.items() if isinstance(v, (int, float))}, "seconds": time.perf_counter() - t0}
-            out.append(row); print(json.dumps(row), flush=True)
-            json.dump(out, open(a.out, "w"), indent=1)
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+METRICS = ["molecule-validity", "molecule-uniqueness", "molecule-novelty", "fcd"]
+
+
+def sampler_options(sampler: str, settings: list[str]) -> list[dict]:
+    """``ETA:OMEGA`` settings as dfm-euler options (DeFoG's polynomial time distortion); one empty set otherwise."""
+    if sampler != "dfm-euler":
+        return [{}]
+    out = []
+    for text in settings:
+        eta, omega = map(float, text.split(":"))
+        out.append({"eta": eta, "target_guidance": omega, "distortion": "polydec"})
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run")
+    p.add_argument("--out", required=True)
+    p.add_argument("--sampler", default="dfm-euler")
+    p.add_argument("--steps", type=int, nargs="+", default=[50])
+    p.add_argument("--settings", nargs="+", default=["0:0"], help="ETA:OMEGA per row, for dfm-euler")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    from diffkit.cpu import flush_denormals
+
+    flush_denormals()  # before torch starts its threads
+    import torch
+
+    from diffkit.recipe import load_dataset
+    from diffkit.rundir import atomic_write_json
+    from diffkit.runs import evaluate, generate, load_run
+
+    torch.set_num_threads(args.threads)
+    run = load_run(args.run)
+    reference = load_dataset(run.recipe, run.recipe.get("eval", {}).get("reference", "test"))  # once, for every row
+    rows = []
+    for steps in args.steps:
+        for options in sampler_options(args.sampler, args.settings):
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                items, labels, _ = generate(run, args.n, sampler=args.sampler, steps=steps, seed=seed, options=options)
+                metrics = evaluate(run, items, labels, metrics=METRICS, reference_data=reference)
+                row = {"run": args.run, "sampler": args.sampler, "steps": steps, **options, "seed": seed,
+                       **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "seconds": time.perf_counter() - t0}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                atomic_write_json(Path(args.out), rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
