@@ -1,7 +1,9 @@
 """Sampler settings of a trained QM9 run at given NFEs over seeds: strict validity, connectivity, uniqueness,
 novelty and FCD per row, the JSON rewritten (atomically) after every row.
 
-    python benchmarks/qm9_settings.py RUN_DIR --out rows.json --settings 0:0 0:0.2 20:0.5 --seeds 0 1 --n 1000   # dfm-euler eta:omega
+    python benchmarks/qm9_settings.py RUN_DIR --out rows.json --settings 0:0 0:0.2 20:0.5 0:0.5:0.2 --seeds 0 1 --n 1000
+        # dfm-euler ETA:OMEGA[:BELOW], BELOW: target guidance only on steps from t <= BELOW (data at t = 0);
+        # OMEGA a number for every field or per field, bonds=0.5,atoms=0.1
     python benchmarks/qm9_settings.py RUN_DIR --out rows.json --sampler ancestral --steps 50 100
 """
 from __future__ import annotations
@@ -16,13 +18,18 @@ METRICS = ["molecule-validity", "molecule-uniqueness", "molecule-novelty", "fcd"
 
 
 def sampler_options(sampler: str, settings: list[str]) -> list[dict]:
-    """``ETA:OMEGA`` settings as dfm-euler options (DeFoG's polynomial time distortion); one empty set otherwise."""
+    """``ETA:OMEGA[:BELOW]`` settings as dfm-euler options (DeFoG's polynomial time distortion; ``BELOW``: the
+    target guidance only on steps from ``t <= BELOW``); one empty set otherwise."""
     if sampler != "dfm-euler":
         return [{}]
     out = []
     for text in settings:
-        eta, omega = map(float, text.split(":"))
-        out.append({"eta": eta, "target_guidance": omega, "distortion": "polydec"})
+        eta, omega, *below = text.split(":")
+        if "=" in omega:  # per field: bonds=0.5,atoms=0.1
+            omega = {field: float(value) for field, value in (pair.split("=") for pair in omega.split(","))}
+        else:
+            omega = float(omega)
+        out.append({"eta": float(eta), "target_guidance": omega, "distortion": "polydec", **({"guidance_below": float(below[0])} if below else {})})
     return out
 
 
@@ -32,7 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--sampler", default="dfm-euler")
     p.add_argument("--steps", type=int, nargs="+", default=[50])
-    p.add_argument("--settings", nargs="+", default=["0:0"], help="ETA:OMEGA per row, for dfm-euler")
+    p.add_argument("--settings", nargs="+", default=["0:0"], help="ETA:OMEGA[:BELOW] per row, for dfm-euler")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)

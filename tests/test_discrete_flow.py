@@ -80,6 +80,31 @@ def test_classifier_free_guidance_for_discrete_flows():
     assert float((sharp.argmax(-1) == 0).all(-1).float().mean()) > float(p0[0]) + 0.03
 
 
+def test_target_guidance_below_a_time_acts_only_on_the_late_steps():
+    """``guidance_below = 0`` draws exactly what omega = 0 draws (same generator), ``guidance_below = 1`` exactly
+    what guiding every step draws, and a time between gives a third set of draws; a time outside [0, 1] is refused."""
+    n = 500
+    plain = _run("uniform", 20, n=n)
+    guided_all = _run("uniform", 20, n=n, target_guidance=2.0)
+    assert not torch.equal(plain, guided_all)
+    assert torch.equal(_run("uniform", 20, n=n, target_guidance=2.0, guidance_below=0.0), plain)
+    assert torch.equal(_run("uniform", 20, n=n, target_guidance=2.0, guidance_below=1.0), guided_all)
+    late = _run("uniform", 20, n=n, target_guidance=2.0, guidance_below=0.3)
+    assert not torch.equal(late, plain) and not torch.equal(late, guided_all)
+    with pytest.raises(ValueError, match="guidance_below"):
+        _run("uniform", 20, n=10, target_guidance=2.0, guidance_below=1.5)
+
+
+def test_target_guidance_per_field():
+    """A mapping guides the fields it names: ``{"x": 2}`` draws what 2 draws, ``{"x": 0}`` what no guidance draws;
+    a name that is no discrete-flow field (a typo) is refused rather than silently unguided."""
+    n = 500
+    assert torch.equal(_run("uniform", 20, n=n, target_guidance={"x": 2.0}), _run("uniform", 20, n=n, target_guidance=2.0))
+    assert torch.equal(_run("uniform", 20, n=n, target_guidance={"x": 0.0}), _run("uniform", 20, n=n))
+    with pytest.raises(ValueError, match=r"names \['y'\].*some of \['x'\]"):
+        _run("uniform", 20, n=10, target_guidance={"y": 2.0})
+
+
 def test_time_distortions_keep_the_grid_and_move_its_levels():
     diff = Diffusion({"x": DiscreteFlow(3, "uniform")})
     times = make_times(diff, 11, "uniform")

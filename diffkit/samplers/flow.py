@@ -8,7 +8,7 @@ lands on ``x0_hat`` as every sampler here does. On the linear path Euler in ``t`
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
@@ -106,18 +106,31 @@ def distort(times, diffusion, kind: str = "identity") -> torch.Tensor:
 
 
 @sampler("dfm-euler", updates=(DiscreteFlow, GaussianProcess))
-def dfm_euler(denoiser, state, times, *, eta: float | None = None, target_guidance: float | None = None, distortion: str = "identity",
-              generator=None, callback: Callable | None = None):
+def dfm_euler(denoiser, state, times, *, eta: float | None = None, target_guidance: float | Mapping[str, float] | None = None, distortion: str = "identity",
+              guidance_below: float | None = None, generator=None, callback: Callable | None = None):
     """Discrete flow matching's Euler sampler: every :class:`DiscreteFlow` field takes one Euler step of its
     continuous-time Markov chain (``DiscreteFlow.jump_probs``; ``eta``: stochasticity, ``target_guidance``: DeFoG's
     omega, both defaulting to the process's own), and every Gaussian field one Euler step of its flow in ``t``
-    (as ``flow-euler``), all on one grid, optionally distorted (:func:`distort`). Other families take their own step."""
+    (as ``flow-euler``), all on one grid, optionally distorted (:func:`distort`). Other families take their own step.
+    ``target_guidance`` may name fields, ``{"bonds": 0.5}``: those fields take their omega, the others none.
+    ``guidance_below``: the target guidance acts only on steps that start at ``t <= guidance_below`` (late, near the
+    data at ``t = 0``, where the last bonds are decided); earlier steps take ``omega = 0``. ``None`` guides every step."""
     times = distort(times, denoiser.diffusion, distortion)
+    if isinstance(target_guidance, Mapping):
+        flows = sorted(name for name, proc in denoiser.diffusion.processes.items() if isinstance(proc, DiscreteFlow))
+        unknown = sorted(set(target_guidance) - set(flows))
+        if unknown:
+            raise ValueError(f"dfm-euler: target_guidance names {unknown}, which are not discrete-flow fields; name some of {flows}")
+    if guidance_below is not None and not 0.0 <= float(guidance_below) <= 1.0:
+        raise ValueError(f"dfm-euler: guidance_below is a time in [0, 1] (data at 0), got {guidance_below}")
 
     def update(lv: Level, name: str) -> torch.Tensor:
         proc = lv.diffusion.processes[name]
         if isinstance(proc, DiscreteFlow):
-            return proc.step(lv.x[name], lv.pred[name], lv.t, lv.s, lv.generator, lv.diffusion.mask_for(lv.x, name), eta=eta, target_guidance=target_guidance)
+            omega = target_guidance.get(name, 0.0) if isinstance(target_guidance, Mapping) else target_guidance
+            if guidance_below is not None and float(lv.t) > float(guidance_below):
+                omega = 0.0
+            return proc.step(lv.x[name], lv.pred[name], lv.t, lv.s, lv.generator, lv.diffusion.mask_for(lv.x, name), eta=eta, target_guidance=omega)
         return _euler_update(lv, name)
 
     return drive(dfm_euler.spec, denoiser, state, times, update, generator=generator, callback=callback)
