@@ -25,7 +25,7 @@ from diffkit.spaces.base import Space
 from diffkit.state import State
 
 TRAIN_DEFAULTS = {
-    "steps": 1000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "lr_decay": "none", "ema": 0.999,
+    "steps": 1000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "lr_decay": "none", "lr_decay_until": "steps", "ema": 0.999,
     "grad_clip": 1.0, "weighting": "simple", "gamma": 5.0, "p_uncond": 0.0, "checkpoint_every": 500, "log_every": 50,
     "field_weights": {}, "vlb_weight": 0.0, "precision": "fp32", "compile": False, "betas": [0.9, 0.999], "max_minutes": None,
     "init": None,

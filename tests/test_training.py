@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -72,6 +73,46 @@ def test_time_budget_stops_early_with_a_checkpoint_and_a_log_entry(tmp_path):
     assert any(r.get("event") == "time budget" for r in read_log(tmp_path / "run"))
     with pytest.raises(ValueError, match="max_minutes"):
         train(small_recipe(), tmp_path / "other", progress=False, max_minutes=0)
+
+
+def test_learning_rate_cosine_ends_at_steps_or_at_the_budget():
+    from diffkit.training.trainer import learning_rate
+
+    cfg = {"lr": 1.0, "warmup": 10, "steps": 110, "lr_decay": "cosine", "lr_decay_until": "steps"}
+    assert learning_rate(4, cfg) == pytest.approx(0.5)  # warm-up: (4 + 1) / 10
+    assert learning_rate(60, cfg) == pytest.approx(0.5)  # halfway through the cosine
+    assert learning_rate(60, cfg, budget_used=0.9) == pytest.approx(0.5), "'steps' ignores the clock"
+    budget = {**cfg, "lr_decay_until": "budget"}
+    assert learning_rate(60, budget, budget_used=0.1) == pytest.approx(0.5), "the steps are ahead of the clock"
+    assert learning_rate(60, budget, budget_used=0.75) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert learning_rate(20, budget, budget_used=1.0) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(20, {**budget, "lr_decay": "none"}, budget_used=0.9) == 1.0
+
+
+def test_lr_decay_until_budget_anneals_when_the_budget_stops_training(tmp_path, monkeypatch):
+    """On a clock that advances one second per reading, a 60-second budget stops a 10-million-step recipe after a
+    few dozen steps: with ``lr_decay_until = "budget"`` the last steps run at a learning rate near zero, with
+    ``"steps"`` near the peak. Misspelt settings are refused before training."""
+    import diffkit.training.trainer as trainer_module
+
+    def run(until, name):
+        clock = iter(range(10**9))
+        monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+        train(small_recipe(steps=10_000_000, lr_decay="cosine", lr_decay_until=until, log_every=1, warmup=0),
+              tmp_path / name, progress=False, max_minutes=1.0)
+        return [r["lr"] for r in read_log(tmp_path / name) if "lr" in r]
+
+    lr = small_recipe()["train"]["lr"]
+    by_budget, by_steps = run("budget", "budget"), run("steps", "steps")
+    assert 10 <= len(by_budget) < 60 and len(by_steps) == len(by_budget)
+    assert by_budget[-1] < 0.02 * lr and by_budget == sorted(by_budget, reverse=True)
+    assert by_steps[-1] > 0.99 * lr
+    with pytest.raises(ValueError, match="lr_decay_until"):
+        train(small_recipe(lr_decay="cosine", lr_decay_until="budgte"), tmp_path / "typo", progress=False, max_minutes=1.0)
+    with pytest.raises(ValueError, match="needs a time budget"):
+        train(small_recipe(lr_decay="cosine", lr_decay_until="budget"), tmp_path / "nobudget", progress=False)
+    with pytest.raises(ValueError, match="lr_decay must be one of"):
+        train(small_recipe(lr_decay="cosin"), tmp_path / "typo2", progress=False)
 
 
 def test_existing_run_needs_resume(tmp_path):

@@ -47,16 +47,39 @@ def _init_distributed(device: str) -> tuple[int, int]:
     return rank, world
 
 
-def learning_rate(step: int, cfg: dict) -> float:
-    """Linear warm-up over ``warmup`` steps to ``lr``, then constant or (``lr_decay = "cosine"``) a
-    half cosine down to zero at ``steps``."""
+LR_DECAYS = ("none", "cosine")
+LR_DECAY_UNTIL = ("steps", "budget")
+
+
+def learning_rate(step: int, cfg: dict, budget_used: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps to ``lr``, then constant or (``lr_decay = "cosine"``) a half cosine
+
+        lr(s) = lr * (1 + cos(pi * min(1, p))) / 2,   p = (s - warmup) / (steps - warmup)
+
+    down to zero at ``steps``. With ``lr_decay_until = "budget"`` the cosine ends at whichever comes first, ``steps``
+    or the end of the wall-clock budget ``max_minutes``: ``p = max((s - warmup) / (steps - warmup), budget_used)``,
+    ``budget_used`` being the fraction of the budget spent so far, so a recipe sized for a faster machine still
+    anneals to zero on a slower one instead of stopping at a high learning rate."""
     lr, warmup, total = float(cfg["lr"]), int(cfg["warmup"]), int(cfg["steps"])
     if warmup and step < warmup:
         return lr * (step + 1) / warmup
     if cfg.get("lr_decay") == "cosine":
         progress = (step - warmup) / max(1, total - warmup)
+        if cfg.get("lr_decay_until") == "budget":
+            progress = max(progress, float(budget_used))
         return lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return lr
+
+
+def check_schedule(cfg: dict) -> None:
+    """Refuse a learning-rate schedule the trainer would otherwise read as something else (a misspelt decay)."""
+    if cfg.get("lr_decay", "none") not in LR_DECAYS:
+        raise ValueError(f"train.lr_decay must be one of {', '.join(LR_DECAYS)}, got {cfg.get('lr_decay')!r}; fix the recipe's [train]")
+    until = cfg.get("lr_decay_until", "steps")
+    if until not in LR_DECAY_UNTIL:
+        raise ValueError(f"train.lr_decay_until must be one of {', '.join(LR_DECAY_UNTIL)}, got {until!r}; fix the recipe's [train]")
+    if until == "budget" and not cfg.get("max_minutes"):
+        raise ValueError("train.lr_decay_until = 'budget' needs a time budget: set train.max_minutes (or pass --minutes), or use 'steps'")
 
 
 class Trainer:
@@ -77,6 +100,7 @@ class Trainer:
                 raise ValueError(f"max_minutes must be a positive number of minutes, got {max_minutes}")
             self.recipe["train"]["max_minutes"] = float(max_minutes)
         self.cfg = self.recipe["train"]
+        check_schedule(self.cfg)
         self.out_dir = Path(out_dir)
         self.device = device
         self.progress = progress
@@ -254,7 +278,7 @@ class Trainer:
             x0 = self.space.train_transform(self.data.index(idx), self.generator)
             cond = None if self.labels is None else self.labels[idx]
             for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate(self.step, self.cfg)
+                group["lr"] = learning_rate(self.step, self.cfg, (time.perf_counter() - t_start) / budget)
             with autocast:
                 loss, fields = diffusion_loss(
                     self.train_denoiser, x0, self.generator, weighting=self.cfg["weighting"], gamma=float(self.cfg["gamma"]), cond=cond,
