@@ -21,11 +21,31 @@ def ctx_of(generated, labels, real):
     return EvalContext(generated=generated, reference=items, labels=labels, reference_labels=ref_labels, space=space)
 
 
-def test_classifier_is_cached_as_safetensors_and_json(real, audio_cache):
+def test_default_judge_is_shipped_not_trained(real, audio_cache, monkeypatch):
+    """The default judge loads the weights in diffkit_audio/judges (no training, whatever the CPU), exactly those."""
+    import diffkit_audio.metrics as metrics
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(metrics, "_MODELS", {})
+    monkeypatch.setattr(metrics, "_train_classifier", lambda *a, **k: pytest.fail("the default judge must not be retrained"))
     model = digit_classifier(8000, 4096)
+    assert model.info["source"] == "shipped" and model.info["val_accuracy"] >= 0.97
+    shipped = list(metrics.SHIPPED_JUDGES.glob("spoken-digits-classifier-*.safetensors"))
+    assert len(shipped) == 1
+    weights = load_file(str(shipped[0]))
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+
+def test_another_judge_configuration_is_trained_and_cached_as_safetensors_and_json(real, audio_cache, monkeypatch):
+    import diffkit_audio.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_MODELS", {})
+    model = digit_classifier(8000, 4096, n_per_class=20, eval_per_class=5, epochs=2)
+    assert model.info["source"] == "trained"
     files = sorted(p.name for p in (audio_cache / "spoken-digits-classifier").iterdir())
     assert any(f.endswith(".safetensors") for f in files) and any(f.endswith(".json") for f in files)
-    assert model.info["val_accuracy"] >= 0.97  # a judge that recognises real words (it scores 1.0 on its 200)
+    monkeypatch.setattr(metrics, "_MODELS", {})
+    assert digit_classifier(8000, 4096, n_per_class=20, eval_per_class=5, epochs=2).info["source"] == "cache"
 
 
 def test_accuracy_of_real_clips_is_high_and_of_wrong_labels_low(real):
