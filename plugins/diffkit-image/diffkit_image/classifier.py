@@ -3,7 +3,8 @@
 The evaluation metrics (``digits-frechet``, ``digits-accuracy``) read images through this network:
 its penultimate layer gives the features for the Frechet distance, its softmax the class accuracy.
 
-Training rule (fixed, so every machine builds the same network): the ``digits`` train split (seed 0,
+Training rule (fixed; bit-reproducible on one kind of CPU, which is why the default judges' weights ship in
+:mod:`diffkit_image.judges` and are loaded, not retrained): the ``digits`` train split (seed 0,
 1,259 images), inputs ``2 x - 1``, random shifts of up to one pixel (zero padding), AdamW
 (lr 2e-3, weight decay 1e-4) on cross-entropy for ``EPOCHS`` epochs of batches of 64, every draw from
 ``torch.Generator().manual_seed(SEED)``, in one thread (so the result does not depend on the thread
@@ -160,8 +161,11 @@ def accuracy(model: DigitsClassifier, images, labels) -> float:
     return float((pred == torch.as_tensor(labels)).float().mean())
 
 
-def _paths(config: dict) -> tuple[Path, Path]:
-    base = cache_dir() / f"{config.get('name', 'digits-classifier')}-{config_key(config)}"
+SHIPPED_JUDGES = Path(__file__).parent / "judges"  # the default judges' weights (diffkit_image/judges/__init__.py says why)
+
+
+def _paths(config: dict, folder: Path | None = None) -> tuple[Path, Path]:
+    base = (cache_dir() if folder is None else folder) / f"{config.get('name', 'digits-classifier')}-{config_key(config)}"
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
@@ -178,10 +182,10 @@ def _save(model: DigitsClassifier, report: dict, config: dict) -> None:
     os.replace(tmp_m, meta)
 
 
-def _load(config: dict) -> tuple[DigitsClassifier, dict] | None:
+def _load(config: dict, folder: Path | None = None) -> tuple[DigitsClassifier, dict] | None:
     from safetensors.torch import load_file
 
-    weights, meta = _paths(config)
+    weights, meta = _paths(config, folder)
     if not (weights.exists() and meta.exists()):
         return None
     try:
@@ -197,11 +201,12 @@ def _load(config: dict) -> tuple[DigitsClassifier, dict] | None:
 
 
 def digits_classifier(config: dict = CONFIG) -> tuple[DigitsClassifier, dict]:
-    """The cached classifier and its report, training (a few seconds) and caching it on first use."""
+    """The classifier and its report: the shipped weights when this configuration has them (the default judges
+    do), else the cached ones, else trained (seconds to a minute) and cached on first use."""
     key = (config_key(config), str(cache_dir()))
     with _LOCK:
         if key not in _MEMO:
-            loaded = _load(config)
+            loaded = _load(config, SHIPPED_JUDGES) or _load(config)
             if loaded is None:
                 model, report = train_classifier(config)
                 _save(model, report, config)

@@ -28,15 +28,31 @@ def test_classifier_reaches_095_on_the_test_split(classifier, digits_splits):
     assert float((pred == test.labels).float().mean()) == pytest.approx(report["test_accuracy"], abs=1e-6)  # the report holds a float32; one image is 1/359
 
 
-def test_classifier_is_cached_as_safetensors_and_json_and_reloads_identically(classifier, image_cache):
-    model, report = classifier
+def test_default_judges_are_shipped_not_trained(classifier, monkeypatch):
+    """Both default judges load the weights in diffkit_image/judges, exactly, with no training, whatever the CPU."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(clf, "_MEMO", {})
+    monkeypatch.setattr(clf, "train_classifier", lambda *a, **k: pytest.fail("a default judge must not be retrained"))
+    for config in (clf.CONFIG, clf.MNIST_CONFIG):
+        model, report = clf.digits_classifier(config)
+        weights, meta = clf._paths(config, clf.SHIPPED_JUDGES)
+        assert weights.exists() and meta.exists() and report["test_accuracy"] >= 0.95
+        shipped = load_file(str(weights))
+        assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
+    assert classifier[1] == clf.digits_classifier()[1]
+
+
+def test_another_configuration_is_trained_cached_as_safetensors_and_json_and_reloads_identically(image_cache, monkeypatch):
+    monkeypatch.setattr(clf, "_MEMO", {})
+    cfg = {**copy.deepcopy(clf.CONFIG), "epochs": 1}
+    model, report = clf.digits_classifier(cfg)
     folder = image_cache / "diffkit-image"
-    key = clf.config_key()
+    key = clf.config_key(cfg)
     assert sorted(p.name for p in folder.glob(f"digits-classifier-{key}.*")) == [f"digits-classifier-{key}.json", f"digits-classifier-{key}.safetensors"]
-    loaded, loaded_report = clf._load(clf.CONFIG)  # from disk, not the in-memory copy
+    loaded, loaded_report = clf._load(cfg)  # from disk, not the in-memory copy
     assert loaded is not model and loaded_report == report
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-    assert classifier_report() == report
 
 
 def test_a_corrupt_cache_names_the_file_to_delete(image_cache, tmp_path, monkeypatch):
