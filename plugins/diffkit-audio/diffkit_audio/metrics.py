@@ -4,7 +4,7 @@ The classifier is trained deterministically (seeded, and with a fixed thread cou
 the recipes' seed-0 data: 300 clips per digit, 30 epochs; it recognises 99.6 % of the recipes' held-out
 test clips, where the earlier 100 clips per digit and 10 epochs recognised 91.4 %) and cached as ``$DIFFKIT_CACHE/spoken-digits-classifier/<key>.safetensors`` + ``.json``.
 The default judge is not trained at all: its weights ship in :mod:`diffkit_audio.judges`, because training is
-deterministic only on one kind of CPU (retrained on AVX2 instead of AVX-512, the judge moved the shipped
+deterministic only on one kind of CPU (retrained on another machine, an AMD EPYC with AVX2, the judge moved the shipped
 ``spoken-digits-mel`` model's accuracy from 0.948 to 0.992 and its FD from 709 to 640 on clips drawn from the same model and seed).
 """
 from __future__ import annotations
