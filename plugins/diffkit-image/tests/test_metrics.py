@@ -40,7 +40,7 @@ def test_default_judges_are_shipped_not_trained(classifier, monkeypatch):
         assert weights.exists() and meta.exists() and report["test_accuracy"] >= 0.95
         shipped = load_file(str(weights))
         assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
-    assert classifier[1] == clf.digits_classifier()[1]
+    assert classifier[1] == clf.digits_classifier()[1] == classifier_report()
 
 
 def test_another_configuration_is_trained_cached_as_safetensors_and_json_and_reloads_identically(image_cache, monkeypatch):
