@@ -98,8 +98,11 @@ def conditioning_state(state: State, fields: list[str]) -> State:
 
 def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None, schedule: str | None = None,
              seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None,
-             conditioning: State | None = None) -> tuple[list, list | None, dict]:
+             conditioning: State | None = None, constraint: str | None = None) -> tuple[list, list | None, dict]:
     """Draw ``n`` samples; returns decoded elements, their class labels (or None) and timing figures.
+
+    ``constraint``: a constraint of the run's space (:meth:`diffkit.spaces.Space.constraints`) that the sampler keeps
+    at every level (default: the recipe's ``[sample] constraint``, normally none); ``""`` turns the recipe's off.
 
     Elements are data elements (:attr:`Run.data_space`): a two-stage run decodes its samples through its representation.
 
@@ -118,6 +121,9 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     schedule = schedule or cfg.get("schedule")
     batch_size = positive_count(cfg.get("batch_size", 1000) if batch_size is None else batch_size, "the sampling batch size")
     opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
+    constraint = cfg.get("constraint") if constraint is None else constraint
+    if constraint:
+        opts["constraint"] = sampler_constraint(run, sampler, constraint)
     generator = torch.Generator().manual_seed(int(seed))
     fields = conditioning_fields(run.space)
     if fields and conditioning is None:
@@ -154,7 +160,7 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     bar.close()
     seconds = time.perf_counter() - t0
     timing = {"sampler": sampler, "steps": steps, "nfe": nfe, "evaluations": evaluations, "seconds": seconds, "seconds_per_evaluation": seconds / max(evaluations, 1),
-              "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance}
+              "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance, **({"constraint": constraint} if constraint else {})}
     return items, (None if labels is None else labels.tolist()), timing
 
 
@@ -200,7 +206,7 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
 
 def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
                seed: int = 0, out: str | Path | None = None, device: str = "cpu", progress: bool = True, evaluate_metrics: bool = True, schedule: str | None = None,
-               reference: str | Path | None = None) -> dict:
+               reference: str | Path | None = None, constraint: str | None = None) -> dict:
     """``diffkit sample``: load a run (a directory, or a shipped model's name), draw samples, write them and (when the
     recipe names metrics) metrics.json. Samples go to ``RUN_DIR/samples``, or ``./NAME-samples`` for a shipped model.
 
@@ -220,6 +226,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
                          f"which is unconditional ([model] num_classes = 0); drop --guidance")
     n = positive_count(run.recipe["sample"]["n"] if n is None else n, "the number of samples (--n)")
+    if constraint:  # checked before sampling, which may take minutes
+        sampler_constraint(run, sampler or run.recipe["sample"]["sampler"], constraint)
     if steps is not None:
         positive_count(steps, "the number of sampling steps (--steps)")
     out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"  # checked before sampling, which may take minutes
@@ -235,7 +243,7 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     elif conditioning_fields(run.space):  # conditioned on reference elements: written beside the samples, in reference/
         conditioning, cond_labels, cond_items = reference_conditioning(run, n)
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
-                                     conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels))
+                                     conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels), constraint=constraint)
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
     reference_items = None
@@ -254,6 +262,20 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         summary["metrics"] = evaluate(run, items, labels, out_dir=out)
         atomic_write_json(out / "metrics.json", summary)
     return summary
+
+
+def sampler_constraint(run: Run, sampler, name: str):
+    """The run's space's constraint ``name`` for ``sampler``, after checking that the sampler takes one (every
+    sampler built on :func:`diffkit.samplers.drive` does): a clear error otherwise, before anything is drawn."""
+    import inspect
+
+    from diffkit.samplers import resolve
+
+    fn, _ = resolve(sampler)
+    if "constraint" not in inspect.signature(fn).parameters:
+        raise ValueError(f"sampler {sampler!r} takes no constraint, so it cannot keep {name!r}; "
+                         f"use a sampler built on diffkit.samplers.drive (every built-in one) or drop the constraint")
+    return run.space.constraint(name)
 
 
 def file_conditioning(run: Run, path: str | Path, per_element: int) -> tuple[State, list, list, dict]:

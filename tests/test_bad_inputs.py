@@ -180,6 +180,12 @@ def test_sample_out_that_is_a_file_is_refused(trained, tmp_path, capsys):
     assert code == 2 and "is an existing file; choose a folder path for the samples" in line
 
 
+def test_sample_with_a_constraint_the_space_does_not_offer_is_refused_before_sampling(trained, tmp_path, capsys):
+    code, line = one_line_error(capsys, "sample", str(trained), "--constraint", "valence", "--quiet", "--no-metrics", "--out", str(tmp_path / "s"))
+    assert code == 2 and "has no constraint 'valence'; it offers none: leave [sample] constraint unset" in line
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_folder_left_by_a_run_killed_before_its_first_checkpoint_is_reused(tmp_path):
     out = tmp_path / "run"
     (out / "checkpoints" / "step-00000000.abc123.tmp").mkdir(parents=True)

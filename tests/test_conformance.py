@@ -206,12 +206,35 @@ class BadFields(EuclideanSpace):
         self.fields = (FieldSpec("x", kind="spline"),)
 
 
+class ClampingConstraint(EuclideanSpace):
+    """Its constraint clamps every state into [-1, 1]: it changes data that propose no change."""
+    name = "clamping-constraint"
+
+    def constraints(self):
+        return {"unit-box": "coordinates stay in [-1, 1]"}
+
+    def constraint(self, name):
+        return lambda before, after: State({**after, "x": after["x"].clamp(-1, 1)})
+
+
+class InventingConstraint(EuclideanSpace):
+    """Its constraint returns the midpoint of state and proposal: values that are neither."""
+    name = "inventing-constraint"
+
+    def constraints(self):
+        return {"halfway": "moves only halfway"}
+
+    def constraint(self, name):
+        return lambda before, after: State({**after, "x": 0.5 * (before["x"] + after["x"])})
+
+
 VECTORS = [torch.tensor([0.1, -0.2]), torch.tensor([1.0, 2.0]), torch.tensor([0.3, 0.3])]
 
 
 @pytest.mark.parametrize("space,contract", [
     (ShiftedDecode(2), "round-trip"), (LeakyValidate(2), "bad-input"), (TwoLineError(2), "bad-input"), (ForgetfulConfig(2, 1.0), "config"),
     (NoisyTrain(2), "determinism"), (DoubleSpace(2), "collate"), (BadTemplate(2), "template"), (LyingWrite(2), "write"), (BadFields(2), "fields"),
+    (ClampingConstraint(2), "constraints"), (InventingConstraint(2), "constraints"),
 ], ids=lambda v: v if isinstance(v, str) else v.name)
 def test_broken_space_is_caught(space, contract):
     expect(contract, space.name, check_space, space, VECTORS)

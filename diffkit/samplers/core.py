@@ -34,15 +34,15 @@ def _ancestral_update(lv: Level, name: str) -> torch.Tensor:
 
 
 @sampler("ancestral")
-def ancestral(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+def ancestral(denoiser, state, times, *, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """The reverse-diffusion kernel (Sohl-Dickstein et al. 2015; Ho et al. 2020):
     ``x_s ~ q(x_s | x_t, x0 = x0_hat)``, mean ``a_{t|s} s_s^2/s_t^2 x_t + a_s s_{t|s}^2/s_t^2 x0_hat``,
     variance ``s_{t|s}^2 s_s^2 / s_t^2``."""
-    return drive(ancestral.spec, denoiser, state, times, _ancestral_update, generator=generator, callback=callback)
+    return drive(ancestral.spec, denoiser, state, times, _ancestral_update, generator=generator, callback=callback, constraint=constraint)
 
 
 @sampler("ddim", schedule="logsnr-trailing")
-def ddim(denoiser, state, times, *, eta: float = 0.0, generator=None, callback: Callable | None = None):
+def ddim(denoiser, state, times, *, eta: float = 0.0, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """DDIM (Song, Meng & Ermon 2021): ``x_s = a_s x0_hat + sqrt(s_s^2 - c^2) eps_hat + c z`` with
     ``eps_hat = (x_t - a_t x0_hat)/s_t`` and ``c = eta sqrt(s_{t|s}^2 s_s^2 / s_t^2)``; ``eta = 0`` is
     deterministic, ``eta = 1`` the ancestral kernel."""
@@ -56,7 +56,7 @@ def ddim(denoiser, state, times, *, eta: float = 0.0, generator=None, callback: 
         out = lin((k, lv.x[name]), (a_s - k * a_t, lv.pred[name]))
         return out + c * lv.noise(name) if c > 0 else out
 
-    return drive(ddim.spec, denoiser, state, times, update, generator=generator, callback=callback)
+    return drive(ddim.spec, denoiser, state, times, update, generator=generator, callback=callback, constraint=constraint)
 
 
 def _euler_update(lv: Level, name: str) -> torch.Tensor:
@@ -67,11 +67,11 @@ def _euler_update(lv: Level, name: str) -> torch.Tensor:
 
 
 @sampler("euler", schedule="logsnr-trailing")
-def euler(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+def euler(denoiser, state, times, *, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """Euler on the probability-flow ODE in variance-exploding coordinates ``y = x/alpha``,
     ``s = sigma/alpha`` (Karras et al. 2022): ``dy/ds = (y - x0_hat)/s``, so
     ``x_s = alpha_s (y_t + (s_s - s_t) (y_t - x0_hat)/s_t)``."""
-    return drive(euler.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback)
+    return drive(euler.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback, constraint=constraint)
 
 
 def _heun_correction(lv: Level, out: State) -> State:
@@ -90,15 +90,15 @@ def _heun_correction(lv: Level, out: State) -> State:
 
 
 @sampler("heun", schedule="uniform-trailing", nfe=lambda steps, **_: 2 * steps - 1)
-def heun(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+def heun(denoiser, state, times, *, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """Heun's second-order method on the probability-flow ODE (EDM, Karras et al. 2022, Algorithm 1) in
     ``y = x/alpha``, ``s = sigma/alpha``: the Euler step ``y' = y_t + (s_s - s_t) d_t`` with ``d = (y - x0_hat)/s``,
     then ``y_s = y_t + (s_s - s_t) (d_t + d'_s)/2``; the last step to ``s = 0`` stays Euler."""
-    return drive(heun.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback, after=_heun_correction)
+    return drive(heun.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback, after=_heun_correction, constraint=constraint)
 
 
 def _dpmpp(order: int):
-    def dpmpp(denoiser, state, times, *, lower_order_final: bool = order == 3, generator=None, callback: Callable | None = None):
+    def dpmpp(denoiser, state, times, *, lower_order_final: bool = order == 3, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
         history = {}  # field -> [(lambda_i, x0_hat_i)], newest last
 
         def update(lv: Level, name: str) -> torch.Tensor:
@@ -132,7 +132,7 @@ def _dpmpp(order: int):
                 w = [-a_s * phi1 * (j == 0) + a_s * phi2 * d1[j] - a_s * phi3 * d2[j] for j in range(3)]
             return lin((s_s / s_t, lv.x[name]), *((wj, hist[-1 - j][1]) for j, wj in enumerate(w)))
 
-        return drive(dpmpp.spec, denoiser, state, times, update, generator=generator, callback=callback)
+        return drive(dpmpp.spec, denoiser, state, times, update, generator=generator, callback=callback, constraint=constraint)
 
     dpmpp.__name__ = f"dpmpp_{order}m"
     dpmpp.__qualname__ = dpmpp.__name__
@@ -180,7 +180,7 @@ def _int_poly_in_log(p: list[float], rho_ref: float, rho_a: float, rho_b: float)
 
 
 @sampler("deis", schedule="logsnr-trailing")
-def deis(denoiser, state, times, *, order: int = 3, lower_order_final: bool = True, generator=None, callback: Callable | None = None):
+def deis(denoiser, state, times, *, order: int = 3, lower_order_final: bool = True, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """DEIS, the time-quadratic Adams-Bashforth variant (Zhang & Chen 2023), on the probability-flow ODE
     written in ``y = x/alpha`` and ``rho = sigma/alpha``: ``dy/drho = eps_hat``. Over a step,
     ``eps_hat`` is the Lagrange polynomial in ``log rho`` through the last ``order`` values and is integrated
@@ -210,7 +210,7 @@ def deis(denoiser, state, times, *, order: int = 3, lower_order_final: bool = Tr
         # x_s = alpha_s y_s = (a_s/a_t) x_t + a_s sum_j c_j eps_j
         return lin((a_s / a_t, x), *((a_s * c, hist[-1 - j][1]) for j, c in enumerate(coefs)))
 
-    return drive(deis.spec, denoiser, state, times, update, generator=generator, callback=callback)
+    return drive(deis.spec, denoiser, state, times, update, generator=generator, callback=callback, constraint=constraint)
 
 
 def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
@@ -257,7 +257,7 @@ def _unipc_differences(a_s: float, h: float, ratios: list[float], values: list, 
 
 
 @sampler("unipc", schedule="logsnr-trailing")
-def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, lower_order_final: bool = True, generator=None, callback: Callable | None = None):
+def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, lower_order_final: bool = True, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """UniPC (Zhao et al. 2023) with the data prediction and ``B(h) = e^(-h) - 1``. Predictor (UniP):
     ``x_s = (s_s/s_t) x_t - a_s (e^(-h) - 1) x0_hat_t - a_s B(h) sum_m a_m D_m``, ``h = lambda_s - lambda_t``,
     ``D_m = (x0_hat_m - x0_hat_t)/r_m`` over the last ``order - 1`` levels at ``r_m = (lambda_m - lambda_t)/h``.
@@ -305,11 +305,11 @@ def unipc(denoiser, state, times, *, order: int = 2, corrector: bool = True, low
         last[name] = (k, base)
         return out
 
-    return drive(unipc.spec, denoiser, state, times, update, generator=generator, callback=callback)
+    return drive(unipc.spec, denoiser, state, times, update, generator=generator, callback=callback, constraint=constraint)
 
 
 @sampler("langevin", nfe=lambda steps, n_steps=5, denoise=True, **_: steps * n_steps + int(denoise))
-def langevin(denoiser, state, times, *, n_steps: int = 5, step_size: float = 2e-5, denoise: bool = True, generator=None, callback: Callable | None = None):
+def langevin(denoiser, state, times, *, n_steps: int = 5, step_size: float = 2e-5, denoise: bool = True, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) on the denoising-score-matching
     model: at each level ``i`` run ``n_steps`` of ``x <- x + a_i/2 * score + sqrt(a_i) z`` with
     ``a_i = step_size * sigma_i^2 / sigma_L^2`` and ``score = -(x - alpha_i x0_hat)/sigma_i^2``;
@@ -341,11 +341,11 @@ def langevin(denoiser, state, times, *, n_steps: int = 5, step_size: float = 2e-
             return lv.pred[name]
         return move(lv, name, lv.x, lv.pred)
 
-    return drive(langevin.spec, denoiser, state, times, update, generator=generator, callback=callback, before=before)
+    return drive(langevin.spec, denoiser, state, times, update, generator=generator, callback=callback, before=before, constraint=constraint)
 
 
 @sampler("pc", nfe=lambda steps, n_corrector=1, **_: steps * (1 + n_corrector))
-def predictor_corrector(denoiser, state, times, *, predictor: str = "ancestral", n_corrector: int = 1, snr: float = 0.16, generator=None, callback: Callable | None = None):
+def predictor_corrector(denoiser, state, times, *, predictor: str = "ancestral", n_corrector: int = 1, snr: float = 0.16, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """Predictor-corrector sampling (Song et al. 2021). At each level: ``n_corrector`` Langevin
     corrector steps ``x <- x + e score + sqrt(2 e) z`` with the signal-to-noise rule
     ``e = 2 (snr ||z|| / ||score||)^2`` (norms per example, averaged over the batch), then a predictor step: ``ancestral`` (the reverse-diffusion
@@ -382,4 +382,4 @@ def predictor_corrector(denoiser, state, times, *, predictor: str = "ancestral",
         score = score_from_x0(x, lv.pred[name], a_t, s_t)
         return x - reverse_sde_drift(x, score, f, g2) * dt + math.sqrt(g2 * dt) * lv.noise(name)
 
-    return drive(predictor_corrector.spec, denoiser, state, times, update, generator=generator, callback=callback, before=before)
+    return drive(predictor_corrector.spec, denoiser, state, times, update, generator=generator, callback=callback, before=before, constraint=constraint)

@@ -85,10 +85,11 @@ class Level:
 
 def drive(spec, denoiser, state: State, times, update: Callable[[Level, str], torch.Tensor], *, generator: torch.Generator | None = None,
           callback: Callable | None = None, before: Callable[[Level], State] | None = None,
-          after: Callable[[Level, State], State] | None = None) -> State:
+          after: Callable[[Level, State], State] | None = None, constraint: Callable[[State, State], State] | None = None) -> State:
     """Run a sampler over ``times`` from ``state`` (a draw of the prior at ``times[0]``); see the module docstring.
     ``spec`` is the sampler's declaration (:class:`diffkit.samplers.declaration.SamplerSpec`): its ``updates``
-    say which fields ``update`` moves."""
+    say which fields ``update`` moves. ``constraint(x_t, x_s) -> x_s'`` (a space's, :meth:`diffkit.spaces.Space.constraint`)
+    is applied to every level's result, after ``after``: it undoes the proposed changes that break its rule."""
     diffusion = denoiser.diffusion
     levels = Levels(diffusion, times)
     updated = diffusion.fields_of(spec.updates)
@@ -108,6 +109,8 @@ def drive(spec, denoiser, state: State, times, update: Callable[[Level, str], to
             out[name] = diffusion.processes[name].step(x[name], pred[name], t, s, generator, diffusion.mask_for(x, name))
         if after is not None:
             out = after(level, out)
+        if constraint is not None:
+            out = constraint(x, out)
         if callback is not None:
             callback({"i": i, "state": out, "pred": pred})
         x = out

@@ -52,9 +52,9 @@ def _euler_update(lv: Level, name: str) -> torch.Tensor:
 
 
 @sampler("flow-euler")
-def flow_euler(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+def flow_euler(denoiser, state, times, *, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """Euler in ``t``: ``x_s = x_t + (s - t) u_hat(x_t, t)``, ``u_hat = a' x0_hat + b' (x_t - a x0_hat)/b``."""
-    return drive(flow_euler.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback)
+    return drive(flow_euler.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback, constraint=constraint)
 
 
 def _midpoint(lv: Level, out: State) -> State:
@@ -76,10 +76,10 @@ def _midpoint(lv: Level, out: State) -> State:
 
 
 @sampler("flow-midpoint", nfe=lambda steps, **_: 2 * steps - 1)
-def flow_midpoint(denoiser, state, times, *, generator=None, callback: Callable | None = None):
+def flow_midpoint(denoiser, state, times, *, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """The explicit midpoint method in ``t`` (second order): ``x_m = x_t + (m - t) u_hat(x_t, t)``,
     ``x_s = x_t + (s - t) u_hat(x_m, m)``, ``m = (t + s)/2``; two evaluations per step, one for the last (to ``x0_hat``)."""
-    return drive(flow_midpoint.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback, after=_midpoint)
+    return drive(flow_midpoint.spec, denoiser, state, times, _euler_update, generator=generator, callback=callback, after=_midpoint, constraint=constraint)
 
 
 DISTORTIONS = ("identity", "polydec", "polyinc", "cos")
@@ -107,7 +107,7 @@ def distort(times, diffusion, kind: str = "identity") -> torch.Tensor:
 
 @sampler("dfm-euler", updates=(DiscreteFlow, GaussianProcess))
 def dfm_euler(denoiser, state, times, *, eta: float | None = None, target_guidance: float | Mapping[str, float] | None = None, distortion: str = "identity",
-              guidance_below: float | None = None, generator=None, callback: Callable | None = None):
+              guidance_below: float | None = None, generator=None, callback: Callable | None = None, constraint: Callable | None = None):
     """Discrete flow matching's Euler sampler: every :class:`DiscreteFlow` field takes one Euler step of its
     continuous-time Markov chain (``DiscreteFlow.jump_probs``; ``eta``: stochasticity, ``target_guidance``: DeFoG's
     omega, both defaulting to the process's own), and every Gaussian field one Euler step of its flow in ``t``
@@ -133,7 +133,7 @@ def dfm_euler(denoiser, state, times, *, eta: float | None = None, target_guidan
             return proc.step(lv.x[name], lv.pred[name], lv.t, lv.s, lv.generator, lv.diffusion.mask_for(lv.x, name), eta=eta, target_guidance=omega)
         return _euler_update(lv, name)
 
-    return drive(dfm_euler.spec, denoiser, state, times, update, generator=generator, callback=callback)
+    return drive(dfm_euler.spec, denoiser, state, times, update, generator=generator, callback=callback, constraint=constraint)
 
 
 __all__ = ["DISTORTIONS", "dfm_euler", "distort", "flow_euler", "flow_midpoint", "path_rates"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -107,6 +107,24 @@ class Space:
 
         The default uses one collated element's shapes; spaces of variable size override it."""
         raise NotImplementedError
+
+    # --- constraints a sampler may keep -----------------------------------------------
+    def constraints(self) -> dict[str, str]:
+        """The constraints this space offers samplers, ``{name: one-line description}``; none by default.
+
+        A constraint is a rule that every element satisfies and that a sampler can keep while it moves, such as
+        "no atom exceeds its valence". :meth:`constraint` builds one; ``[sample] constraint = "<name>"`` (or
+        ``diffkit sample --constraint``) applies it after every level of a sampler that accepts one."""
+        return {}
+
+    def constraint(self, name: str) -> Callable[[State, State], State]:
+        """The constraint ``name`` as a function ``keep(x_t, x_s) -> x_s'``: given the state before a sampler's
+        level and the state it proposes, return the proposal with every change that breaks the rule undone
+        (reverted to its value in ``x_t``) and everything else as proposed. It never changes a State that already
+        keeps the rule, so encoded data pass through it unchanged (the conformance kit checks both)."""
+        offered = self.constraints()
+        raise SpaceError(f"space {self.name!r} has no constraint {name!r}; "
+                         + (f"it offers {sorted(offered)}" if offered else "it offers none: leave [sample] constraint unset"))
 
     # --- description ------------------------------------------------------------------
     def config(self) -> dict:

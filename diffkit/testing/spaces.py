@@ -33,6 +33,9 @@ def check_space(space: Space, examples: Sequence[Any], *, bad_examples: Sequence
     - ``[template]``: ``fit`` returns JSON; ``template(B, stats)`` returns zeros with the fields' shapes.
     - ``[config]``: ``config()`` is JSON and ``type(space)(**config)`` rebuilds a space with the same config
       that encodes the examples identically.
+    - ``[constraints]``: ``constraints()`` is a dict of one-line descriptions; each ``constraint(name)`` returns
+      encoded data unchanged when nothing changes, and given another proposal returns values that are either the
+      state's or the proposal's, in the same shapes (a constraint only undoes proposed changes).
     - ``[determinism]``: ``collate(train=True)`` is identical under the same seeded generator.
     - ``[bad-input]``: invalid elements raise SpaceError with a one-line message (no other exception type).
     - ``[write]``: ``write`` returns a list of paths that exist.
@@ -120,6 +123,33 @@ def check_space(space: Space, examples: Sequence[Any], *, bad_examples: Sequence
         rebuilt_state = rebuilt.collate(examples)
     _compare_states(ck, "config", state, rebuilt_state, 1e-6, "the space rebuilt from config() encodes field {field} differently (by {diff:.3g}); config() must give every constructor argument")
     checked.append("config")
+
+    # --- constraints a sampler may keep ---------------------------------------------------------------------
+    with ck.step("constraints", "constraints()"):
+        offered = space.constraints()
+    ck.require(isinstance(offered, dict), "constraints", f"constraints() returned {type(offered).__name__}; return a dict {{name: one-line description}}")
+    for cname, text in offered.items():
+        ck.require(isinstance(text, str) and text and "\n" not in text, "constraints", f"constraint {cname!r} has no one-line description; give one")
+        with ck.step("constraints", f"constraint({cname!r})"):
+            keep = space.constraint(cname)
+        ck.require(callable(keep), "constraints", f"constraint({cname!r}) returned {type(keep).__name__}; return a function keep(x_t, x_s) -> State")
+        with ck.step("constraints", f"constraint({cname!r})(data, data)"):
+            kept = keep(state, state)
+        ck.require(isinstance(kept, State) and set(kept) == set(state), "constraints", f"constraint {cname!r} returned fields {sorted(kept) if isinstance(kept, dict) else kept!r}; return a State with the input's fields")
+        _compare_states(ck, "constraints", state, kept, 0.0, f"constraint {cname!r} changed encoded data (field {{field}} by {{diff:.3g}}); a State that proposes no change must pass unchanged")
+        proposal = space.collate(examples[1:] + examples[:1])
+        if all(proposal[k].shape == state[k].shape for k in state):
+            for k in MASK_FIELDS:
+                if k in state:
+                    proposal[k] = state[k]  # samplers never move masks
+            with ck.step("constraints", f"constraint({cname!r})(data, another proposal)"):
+                out = keep(state, proposal)
+            for k in state:
+                ck.require(out[k].shape == state[k].shape, "constraints", f"constraint {cname!r} changed the shape of field {k!r}")
+                from_either = (out[k] == state[k]) | (out[k] == proposal[k])
+                ck.require(bool(from_either.all()), "constraints", f"constraint {cname!r} put values in field {k!r} that are neither the state's nor the proposal's; "
+                                                                  "only undo proposed changes (return x_t's value where a change breaks the rule)")
+    checked.append("constraints")
 
     # --- determinism of the training transform -----------------------------------------------------------
     with ck.step("determinism", "collate(examples, train=True, generator=seeded)"):

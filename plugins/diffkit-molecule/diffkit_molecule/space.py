@@ -44,6 +44,21 @@ class MoleculeSpace(MolecularGraph):
             raise SpaceError(f"{type(self).__name__}: bond_types must be {list(BOND_TYPES)} (kekulé bond orders); got {list(bond_types)}")
         super().__init__(atom_types, max_atoms, positions, bond_types)
 
+    # --- constraints a sampler may keep ---------------------------------------------------------
+    def constraints(self) -> dict[str, str]:
+        """``valence`` (:mod:`diffkit_molecule.constraints`) for categorical atoms and bonds without formal charges;
+        none for the continuous relaxation (its fields are real codes) or a space whose atoms carry charges."""
+        if self.field("atoms").kind != "categorical" or self.field("bonds").kind != "categorical" or any(f.name == "charges" for f in self.fields):
+            return {}
+        return {"valence": "no sampler move may push an atom's bond-order sum past its largest neutral valence (C 4, N 3, O 2, F 1)"}
+
+    def constraint(self, name: str):
+        if name == "valence" and name in self.constraints():
+            from diffkit_molecule.constraints import ValenceConstraint
+
+            return ValenceConstraint(self.atom_types, self.bond_types)
+        return super().constraint(name)
+
     # --- chemistry -----------------------------------------------------------------------------
     def from_smiles(self, smiles: str, allow_invalid: bool = False) -> dict:
         """The element of a SMILES string (formal charges are dropped: graphs carry none).

@@ -1,0 +1,120 @@
+"""Constraints a sampler can keep on molecular graphs (the core's ``Space.constraint`` contract).
+
+``valence``: no atom's bond-order sum may pass its largest neutral valence (RDKit's valence list: C 4, N 3, O 2,
+F 1, S 6, P 5, ...). A sampler proposes a new graph at every level; the constraint undoes each proposed change
+that would *create or worsen* a violation and keeps everything else as proposed:
+
+- an atom ``i`` is acceptable in the proposal when ``v_i <= cap(a_i)``, or when its type is unchanged and
+  ``v_i <= v_i^before`` (a violation the state already had may persist or shrink, never grow), where
+  ``v_i = sum_j order(b_ij)`` over real atoms ``j != i``;
+- while some atom is not acceptable, the proposed bond-order *increases* on its pairs are reverted to their
+  previous orders; an atom left unacceptable without any increase is one whose type changed to a smaller
+  valence, and its type change is reverted.
+
+Reverting only lowers bond-order sums, so no acceptable atom becomes unacceptable, and the loop ends after at
+most ``n + 1`` rounds. Changes that keep every valence (and all decreases) pass untouched, so a State that keeps
+the rule is returned unchanged. Over a whole run the number of atoms above their valence never grows; at the
+last level (the draw of the data) the rule is kept wherever the level before kept it. This is a constraint on the
+sampler's moves, not a repair of finished molecules: nothing is changed after sampling, and the samples are
+scored by the same strict validity as any other (a sample can still fail it, e.g. through an atom that was above
+its valence from the source draw on and never lost a bond).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from diffkit.spaces.base import SpaceError
+from diffkit.state import State
+
+BOND_ORDERS = {"none": 0, "single": 1, "double": 2, "triple": 3}
+
+
+def largest_valence(symbol: str) -> int:
+    """The largest neutral valence RDKit allows ``symbol`` (C 4, N 3, O 2, F 1, S 6, P 5)."""
+    from rdkit import Chem
+
+    try:
+        valences = [int(v) for v in Chem.GetPeriodicTable().GetValenceList(symbol) if int(v) >= 0]
+    except RuntimeError:
+        raise SpaceError(f"valence constraint: {symbol!r} is not an element RDKit knows; fix the space's atom_types") from None
+    if not valences:
+        raise SpaceError(f"valence constraint: RDKit gives {symbol!r} no fixed valence, so it cannot be kept; drop [sample] constraint for this space")
+    return max(valences)
+
+
+class ValenceConstraint:
+    """``keep(before, after) -> after'``: the proposal ``after`` with the changes that would push an atom past its
+    valence undone (module docstring). Works on the one-hot ``atoms`` (B×n×A) and ``bonds`` (B×n×n×K) fields of a
+    :class:`~diffkit_molecule.space.MoleculeSpace` State, with its ``mask``; extra classes beyond the space's (an
+    absorbing process's mask class) count as "unknown": bond order 0, no valence limit."""
+
+    name = "valence"
+
+    def __init__(self, atom_types: Sequence[str], bond_types: Sequence[str]):
+        unknown = [b for b in bond_types if b not in BOND_ORDERS]
+        if unknown:
+            raise SpaceError(f"valence constraint: bond types {unknown} have no integer order; it knows {list(BOND_ORDERS)}")
+        self.atom_types = tuple(atom_types)
+        self.caps = torch.tensor([largest_valence(a) for a in self.atom_types], dtype=torch.long)
+        self.orders = torch.tensor([BOND_ORDERS[b] for b in bond_types], dtype=torch.long)
+
+    def _lookup(self, table: torch.Tensor, onehot: torch.Tensor, fill: int) -> torch.Tensor:
+        index = onehot.argmax(-1)
+        padded = torch.cat([table.to(index.device), torch.full((max(onehot.shape[-1] - len(table), 0),), fill, dtype=torch.long, device=index.device)])
+        return padded[index]
+
+    def violations(self, state: State) -> torch.Tensor:
+        """Atoms above their valence in ``state`` (B×n bool, padding False)."""
+        real, pairs = self._masks(state)
+        val = (self._lookup(self.orders, state["bonds"], 0) * pairs).sum(-1)
+        return real & (val > self._lookup(self.caps, state["atoms"], 1 << 20))
+
+    def _masks(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        atoms = state["atoms"]
+        B, n = atoms.shape[:2]
+        mask = state.get("mask")
+        real = torch.ones(B, n, dtype=torch.bool, device=atoms.device) if mask is None else mask > 0.5
+        eye = torch.eye(n, dtype=torch.bool, device=atoms.device)
+        return real, (real[:, :, None] & real[:, None, :] & ~eye).long()
+
+    def __call__(self, before: State, after: State) -> State:
+        real, pairs = self._masks(after)
+        big = 1 << 20
+        type_before, type_after = before["atoms"].argmax(-1), after["atoms"].argmax(-1)
+        order_before = self._lookup(self.orders, before["bonds"], 0)
+        order = self._lookup(self.orders, after["bonds"], 0)
+        val_before = (order_before * pairs).sum(-1)
+        atoms, bonds = after["atoms"], after["bonds"]
+        reverted_pairs = torch.zeros_like(order, dtype=torch.bool)
+        reverted_atoms = torch.zeros_like(type_after, dtype=torch.bool)
+        cap = self._lookup(self.caps, atoms, big)
+        for _ in range(order.shape[1] + 2):
+            val = (order * pairs).sum(-1)
+            same_type = (type_after == type_before) | reverted_atoms
+            bad = real & (val > cap) & ~(same_type & (val <= val_before))
+            if not bool(bad.any()):
+                break
+            undo = (order > order_before) & (bad[:, :, None] | bad[:, None, :]) & (pairs > 0)
+            if bool(undo.any()):
+                reverted_pairs |= undo
+                order = torch.where(undo, order_before, order)
+            else:  # no increase left at a bad atom: its type changed to a smaller valence
+                revert = bad & ~same_type
+                reverted_atoms |= revert
+                cap = torch.where(revert, self._lookup(self.caps, before["atoms"], big), cap)
+        else:
+            raise RuntimeError("valence constraint did not settle; this is a bug in diffkit_molecule.constraints")
+        if not bool(reverted_pairs.any()) and not bool(reverted_atoms.any()):
+            return after
+        out = State(after)
+        out["bonds"] = torch.where(reverted_pairs[..., None], before["bonds"], bonds)
+        out["atoms"] = torch.where(reverted_atoms[..., None], before["atoms"], atoms)
+        return out
+
+    def __repr__(self) -> str:
+        return f"ValenceConstraint(atom_types={list(self.atom_types)}, caps={self.caps.tolist()})"
+
+
+__all__ = ["BOND_ORDERS", "ValenceConstraint", "largest_valence"]
