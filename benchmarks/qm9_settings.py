@@ -5,8 +5,9 @@ novelty and FCD per row, the JSON rewritten (atomically) after every row.
         # dfm-euler ETA:OMEGA[:BELOW], BELOW: target guidance only on steps from t <= BELOW (data at t = 0);
         # OMEGA a number for every field or per field, bonds=0.5,atoms=0.1
     python benchmarks/qm9_settings.py RUN_DIR --out rows.json --sampler ancestral --steps 50 100
-    python benchmarks/qm9_settings.py RUN_DIR --out rows.json --constraints none valence
-        # each row without and with the space's valence constraint (diffkit_molecule.constraints)
+    python benchmarks/qm9_settings.py RUN_DIR --out rows.json --constraints none valence valence:0.2
+        # each row without the space's valence constraint (diffkit_molecule.constraints), with it on every level,
+        # and with it on the levels from t <= 0.2 only
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--sampler", default="dfm-euler")
     p.add_argument("--steps", type=int, nargs="+", default=[50])
     p.add_argument("--settings", nargs="+", default=["0:0"], help="ETA:OMEGA[:BELOW] per row, for dfm-euler")
-    p.add_argument("--constraints", nargs="+", default=["none"], help="the space's constraints to keep while sampling, one row each ('none': no constraint)")
+    p.add_argument("--constraints", nargs="+", default=["none"], help="NAME[:BELOW] per row: the space's constraint to keep while sampling, on the levels from t <= BELOW when given ('none': no constraint)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
@@ -62,12 +63,14 @@ def main(argv=None) -> int:
     rows = []
     settings = [(steps, options, constraint) for steps in args.steps for options in sampler_options(args.sampler, args.settings) for constraint in args.constraints]
     for steps, options, constraint in settings:
+        name, *below = constraint.split(":")
+        below = float(below[0]) if below else None
         for seed in args.seeds:
             t0 = time.perf_counter()
             items, labels, _ = generate(run, args.n, sampler=args.sampler, steps=steps, seed=seed, options=options,
-                                        constraint="" if constraint == "none" else constraint)
+                                        constraint="" if name == "none" else name, constraint_below=below)
             metrics = evaluate(run, items, labels, metrics=METRICS, reference_data=reference)
-            row = {"run": args.run, "sampler": args.sampler, "steps": steps, **options, "constraint": constraint, "seed": seed,
+            row = {"run": args.run, "sampler": args.sampler, "steps": steps, **options, "constraint": name, "constraint_below": below, "seed": seed,
                    **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "seconds": time.perf_counter() - t0}
             rows.append(row)
             print(json.dumps(row), flush=True)

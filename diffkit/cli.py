@@ -68,6 +68,7 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--reference", default=None, help="file of elements to condition on (e.g. molecules.smi for conformers); --n samples are drawn per element")
     s.add_argument("--constraint", default=None, help="a constraint of the run's space that the sampler keeps at every level (molecules: valence); "
                    "default: the recipe's [sample] constraint; '' turns it off")
+    s.add_argument("--constraint-below", type=float, default=None, help="keep the constraint only on the levels from t <= this time (data at 0); default: every level")
     s.add_argument("--quiet", action="store_true")
 
     s = sub.add_parser("pretrained", help="list the trained models shipped with the installed distributions")
@@ -162,7 +163,7 @@ def _cmd_sample(args) -> int:
     schedule, steps = _schedule_option(args.schedule, args.steps)
     summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=steps, guidance=args.guidance, seed=args.seed, out=args.out,
                          device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=schedule, reference=args.reference,
-                         constraint=args.constraint)
+                         constraint=args.constraint, constraint_below=args.constraint_below)
     read = summary.get("reference")
     if read and read["skipped"]:
         first = read["failures"][0]

@@ -98,11 +98,13 @@ def conditioning_state(state: State, fields: list[str]) -> State:
 
 def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None, schedule: str | None = None,
              seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None,
-             conditioning: State | None = None, constraint: str | None = None) -> tuple[list, list | None, dict]:
+             conditioning: State | None = None, constraint: str | None = None, constraint_below: float | None = None) -> tuple[list, list | None, dict]:
     """Draw ``n`` samples; returns decoded elements, their class labels (or None) and timing figures.
 
     ``constraint``: a constraint of the run's space (:meth:`diffkit.spaces.Space.constraints`) that the sampler keeps
     at every level (default: the recipe's ``[sample] constraint``, normally none); ``""`` turns the recipe's off.
+    ``constraint_below``: keep it only on the levels that start at ``t <= constraint_below`` (default: the recipe's
+    ``[sample] constraint_below``; none: every level).
 
     Elements are data elements (:attr:`Run.data_space`): a two-stage run decodes its samples through its representation.
 
@@ -122,8 +124,9 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     batch_size = positive_count(cfg.get("batch_size", 1000) if batch_size is None else batch_size, "the sampling batch size")
     opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
     constraint = cfg.get("constraint") if constraint is None else constraint
+    constraint_below = cfg.get("constraint_below") if constraint_below is None else constraint_below
     if constraint:
-        opts["constraint"] = sampler_constraint(run, sampler, constraint)
+        opts["constraint"] = sampler_constraint(run, sampler, constraint, constraint_below)
     generator = torch.Generator().manual_seed(int(seed))
     fields = conditioning_fields(run.space)
     if fields and conditioning is None:
@@ -160,7 +163,8 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     bar.close()
     seconds = time.perf_counter() - t0
     timing = {"sampler": sampler, "steps": steps, "nfe": nfe, "evaluations": evaluations, "seconds": seconds, "seconds_per_evaluation": seconds / max(evaluations, 1),
-              "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance, **({"constraint": constraint} if constraint else {})}
+              "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance,
+              **({"constraint": constraint, "constraint_below": constraint_below} if constraint else {})}
     return items, (None if labels is None else labels.tolist()), timing
 
 
@@ -206,7 +210,7 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
 
 def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
                seed: int = 0, out: str | Path | None = None, device: str = "cpu", progress: bool = True, evaluate_metrics: bool = True, schedule: str | None = None,
-               reference: str | Path | None = None, constraint: str | None = None) -> dict:
+               reference: str | Path | None = None, constraint: str | None = None, constraint_below: float | None = None) -> dict:
     """``diffkit sample``: load a run (a directory, or a shipped model's name), draw samples, write them and (when the
     recipe names metrics) metrics.json. Samples go to ``RUN_DIR/samples``, or ``./NAME-samples`` for a shipped model.
 
@@ -227,7 +231,7 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
                          f"which is unconditional ([model] num_classes = 0); drop --guidance")
     n = positive_count(run.recipe["sample"]["n"] if n is None else n, "the number of samples (--n)")
     if constraint:  # checked before sampling, which may take minutes
-        sampler_constraint(run, sampler or run.recipe["sample"]["sampler"], constraint)
+        sampler_constraint(run, sampler or run.recipe["sample"]["sampler"], constraint, constraint_below)
     if steps is not None:
         positive_count(steps, "the number of sampling steps (--steps)")
     out = Path(out) if out else Path(f"{shipped}-samples") if shipped else Path(run_dir) / "samples"  # checked before sampling, which may take minutes
@@ -243,7 +247,8 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     elif conditioning_fields(run.space):  # conditioned on reference elements: written beside the samples, in reference/
         conditioning, cond_labels, cond_items = reference_conditioning(run, n)
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
-                                     conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels), constraint=constraint)
+                                     conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels), constraint=constraint,
+                                     constraint_below=constraint_below)
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
     reference_items = None
@@ -264,18 +269,19 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     return summary
 
 
-def sampler_constraint(run: Run, sampler, name: str):
-    """The run's space's constraint ``name`` for ``sampler``, after checking that the sampler takes one (every
-    sampler built on :func:`diffkit.samplers.drive` does): a clear error otherwise, before anything is drawn."""
+def sampler_constraint(run: Run, sampler, name: str, below: float | None = None):
+    """The run's space's constraint ``name`` for ``sampler`` (on the levels from ``t <= below`` when given), after
+    checking that the sampler takes one (every sampler built on :func:`diffkit.samplers.drive` does): a clear error
+    otherwise, before anything is drawn."""
     import inspect
 
-    from diffkit.samplers import resolve
+    from diffkit.samplers import level_constraint, resolve
 
     fn, _ = resolve(sampler)
     if "constraint" not in inspect.signature(fn).parameters:
         raise ValueError(f"sampler {sampler!r} takes no constraint, so it cannot keep {name!r}; "
                          f"use a sampler built on diffkit.samplers.drive (every built-in one) or drop the constraint")
-    return run.space.constraint(name)
+    return level_constraint(run.space.constraint(name), below)
 
 
 def file_conditioning(run: Run, path: str | Path, per_element: int) -> tuple[State, list, list, dict]:

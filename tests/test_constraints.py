@@ -10,7 +10,7 @@ import torch
 from diffkit.denoiser import Denoiser
 from diffkit.oracle_categorical import AnalyticCategoricalBackbone, two_modes
 from diffkit.processes import CategoricalProcess, Diffusion, DiscreteFlow
-from diffkit.samplers import SAMPLERS, make_times
+from diffkit.samplers import SAMPLERS, level_constraint, make_times
 from diffkit.spaces import Space, SpaceError
 from diffkit.spaces.euclidean import EuclideanSpace
 from diffkit.state import State
@@ -41,7 +41,7 @@ def test_a_sampler_keeps_the_constraint_at_every_level(sampler, process):
     prior, free = _sample(sampler, process)
     entered = ((free == 0) & (prior != 0)).sum()
     assert entered > 500  # the oracle puts much mass on class 0: without the constraint many positions enter it
-    prior, kept = _sample(sampler, process, constraint=never_enter_zero)
+    prior, kept = _sample(sampler, process, constraint=level_constraint(never_enter_zero))
     assert not bool(((kept == 0) & (prior != 0)).any())
 
 
@@ -53,9 +53,31 @@ def test_a_constraint_that_changes_nothing_leaves_the_samples_bit_identical():
         return after
 
     _, free = _sample("dfm-euler", DiscreteFlow(3, "uniform"), levels=12, n=500)
-    _, same = _sample("dfm-euler", DiscreteFlow(3, "uniform"), levels=12, n=500, constraint=identity)
+    _, same = _sample("dfm-euler", DiscreteFlow(3, "uniform"), levels=12, n=500, constraint=level_constraint(identity))
     assert torch.equal(free, same)
     assert calls == [(500, 500)] * 12  # once per level, after the level's update
+
+
+def test_a_constraint_below_a_time_acts_only_on_the_late_levels():
+    """Levels start at 1, 11/12, ..., 1/12 (uniform grid of 12): ``below = 0.5`` keeps the rule on the six levels
+    from t <= 0.5 only; ``below = 0`` on none of them, so it draws exactly the free samples."""
+    times = []
+
+    def record(before, after):
+        times.append(len(times))
+        return after
+
+    _sample("dfm-euler", DiscreteFlow(3, "uniform"), levels=12, n=50, constraint=level_constraint(record, below=0.5))
+    assert len(times) == 6
+    prior, free = _sample("ancestral", CategoricalProcess(3, "uniform"))
+    _, none = _sample("ancestral", CategoricalProcess(3, "uniform"), constraint=level_constraint(never_enter_zero, below=0.0))
+    assert torch.equal(free, none)
+    prior, late = _sample("ancestral", CategoricalProcess(3, "uniform"), constraint=level_constraint(never_enter_zero, below=0.3))
+    entered_late = int(((late == 0) & (prior != 0)).sum())
+    entered_free = int(((free == 0) & (prior != 0)).sum())
+    assert 0 < entered_late < entered_free  # moves into class 0 before t = 0.3 stay; later ones are undone
+    with pytest.raises(ValueError, match="constraint_below is a time in"):
+        level_constraint(never_enter_zero, below=2.0)
 
 
 def test_a_space_offers_no_constraint_by_default_and_names_the_ones_it_has():

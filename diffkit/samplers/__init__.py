@@ -13,7 +13,7 @@ import torch
 
 from diffkit.samplers.core import ancestral, ddim, deis, dpmpp_2m, dpmpp_3m, euler, heun, langevin, predictor_corrector, unipc
 from diffkit.samplers.declaration import SamplerSpec, first_order, sampler, spec_of
-from diffkit.samplers.driver import Level, Levels, drive, lin
+from diffkit.samplers.driver import Level, Levels, drive, level_constraint, lin
 from diffkit.samplers.schedules import SCHEDULES, Schedule, as_schedule, karras, make_times, uniform_log_snr, uniform_t
 from diffkit.state import State
 
@@ -78,6 +78,6 @@ def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, sc
 
 __all__ = [
     "DEFAULT_SCHEDULE", "Level", "Levels", "SAMPLERS", "SCHEDULES", "SamplerSpec", "Schedule", "ancestral", "ddim", "deis", "dpmpp_2m", "dpmpp_3m", "drive",
-    "euler", "first_order", "heun", "karras", "langevin", "lin", "make_times", "predictor_corrector", "registered", "resolve", "sample", "sampler",
+    "euler", "first_order", "heun", "karras", "langevin", "level_constraint", "lin", "make_times", "predictor_corrector", "registered", "resolve", "sample", "sampler",
     "spec_of", "steps_for_nfe", "uniform_log_snr", "uniform_t", "unipc",
 ]

@@ -85,11 +85,12 @@ class Level:
 
 def drive(spec, denoiser, state: State, times, update: Callable[[Level, str], torch.Tensor], *, generator: torch.Generator | None = None,
           callback: Callable | None = None, before: Callable[[Level], State] | None = None,
-          after: Callable[[Level, State], State] | None = None, constraint: Callable[[State, State], State] | None = None) -> State:
+          after: Callable[[Level, State], State] | None = None, constraint: Callable[[State, State, float], State] | None = None) -> State:
     """Run a sampler over ``times`` from ``state`` (a draw of the prior at ``times[0]``); see the module docstring.
     ``spec`` is the sampler's declaration (:class:`diffkit.samplers.declaration.SamplerSpec`): its ``updates``
-    say which fields ``update`` moves. ``constraint(x_t, x_s) -> x_s'`` (a space's, :meth:`diffkit.spaces.Space.constraint`)
-    is applied to every level's result, after ``after``: it undoes the proposed changes that break its rule."""
+    say which fields ``update`` moves. ``constraint(x_t, x_s, t) -> x_s'`` (a space's constraint made a level's by
+    :func:`level_constraint`) is applied to every level's result, after ``after``: it undoes the proposed changes
+    that break its rule."""
     diffusion = denoiser.diffusion
     levels = Levels(diffusion, times)
     updated = diffusion.fields_of(spec.updates)
@@ -110,11 +111,25 @@ def drive(spec, denoiser, state: State, times, update: Callable[[Level, str], to
         if after is not None:
             out = after(level, out)
         if constraint is not None:
-            out = constraint(x, out)
+            out = constraint(x, out, t)
         if callback is not None:
             callback({"i": i, "state": out, "pred": pred})
         x = out
     return x
+
+
+def level_constraint(keep: Callable[[State, State], State], below: float | None = None) -> Callable[[State, State, float], State]:
+    """A space's constraint ``keep(x_t, x_s)`` (:meth:`diffkit.spaces.Space.constraint`) as the driver applies it:
+    on every level, or with ``below`` only on the levels that start at ``t <= below`` (late, near the data at
+    ``t = 0``; earlier levels move freely, as ``dfm-euler``'s ``guidance_below`` does for its guidance)."""
+    if below is not None and not 0.0 <= float(below) <= 1.0:
+        raise ValueError(f"constraint_below is a time in [0, 1] (data at 0), got {below}")
+
+    def constraint(x_t: State, x_s: State, t: float) -> State:
+        return keep(x_t, x_s) if below is None or float(t) <= float(below) else x_s
+
+    constraint.keep, constraint.below = keep, below
+    return constraint
 
 
 def lin(*terms) -> torch.Tensor:
@@ -127,4 +142,4 @@ def lin(*terms) -> torch.Tensor:
     return out
 
 
-__all__ = ["Level", "Levels", "drive", "lin"]
+__all__ = ["Level", "Levels", "drive", "level_constraint", "lin"]
