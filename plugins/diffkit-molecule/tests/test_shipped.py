@@ -71,3 +71,30 @@ n = 4
     assert all(torch.equal(trainer.backbone.state_dict()[k], v) for k, v in shipped.items())
     trainer.fit()
     assert (tmp_path / "run" / "config.json").exists()
+
+
+def test_sampling_keeps_the_valence_constraint_when_asked(monkeypatch):
+    """``generate(..., constraint="valence")`` hands the space's constraint to the sampler, which applies it once per
+    level (or on the late levels only with ``constraint_below``); the samples then break fewer valences than free ones."""
+    from diffkit.runs import generate
+    from diffkit_molecule.constraints import ValenceConstraint, largest_valence
+
+    run = diffkit.load("qm9-cpu").run
+    calls = []
+    keep = ValenceConstraint.__call__
+    monkeypatch.setattr(ValenceConstraint, "__call__", lambda self, before, after: calls.append(1) or keep(self, before, after))
+
+    def over_valence(items):
+        count = 0
+        for item in items:
+            symbols, bonds = run.space.to_graph(item)
+            count += sum(int(v > largest_valence(s)) for s, v in zip(symbols, bonds.sum(1)))
+        return count
+
+    free, _, _ = generate(run, 64, steps=20, seed=3)
+    kept, _, timing = generate(run, 64, steps=20, seed=3, constraint="valence")
+    assert len(calls) == 20 and timing["constraint"] == "valence"
+    assert over_valence(kept) <= over_valence(free) and over_valence(free) > 0
+    calls.clear()
+    generate(run, 64, steps=20, seed=3, constraint="valence", constraint_below=0.3)
+    assert 0 < len(calls) < 20
