@@ -76,8 +76,8 @@ def test_a_constraint_below_a_time_acts_only_on_the_late_levels():
     entered_late = int(((late == 0) & (prior != 0)).sum())
     entered_free = int(((free == 0) & (prior != 0)).sum())
     assert 0 < entered_late < entered_free  # moves into class 0 before t = 0.3 stay; later ones are undone
-    with pytest.raises(ValueError, match="constraint_below is a time in"):
-        level_constraint(never_enter_zero, below=2.0)
+    with pytest.raises(ValueError, match="constraint_below is a time of the process"):
+        level_constraint(never_enter_zero, below=-0.5)
 
 
 def test_a_space_offers_no_constraint_by_default_and_names_the_ones_it_has():

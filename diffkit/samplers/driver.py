@@ -122,13 +122,13 @@ def level_constraint(keep: Callable[[State, State], State], below: float | None 
     """A space's constraint ``keep(x_t, x_s)`` (:meth:`diffkit.spaces.Space.constraint`) as the driver applies it:
     on every level, or with ``below`` only on the levels that start at ``t <= below`` (late, near the data at
     ``t = 0``; earlier levels move freely, as ``dfm-euler``'s ``guidance_below`` does for its guidance)."""
-    if below is not None and not 0.0 <= float(below) <= 1.0:
-        raise ValueError(f"constraint_below is a time in [0, 1] (data at 0), got {below}")
+    below = None if below is None else float(below)
+    if below is not None and not below >= 0.0:
+        raise ValueError(f"constraint_below is a time of the process (data at 0, so >= 0), got {below}")
 
     def constraint(x_t: State, x_s: State, t: float) -> State:
-        return keep(x_t, x_s) if below is None or float(t) <= float(below) else x_s
+        return keep(x_t, x_s) if below is None or t <= below else x_s
 
-    constraint.keep, constraint.below = keep, below
     return constraint
 
 

@@ -7,12 +7,12 @@ that would *create or worsen* a violation and keeps everything else as proposed:
 - an atom ``i`` is acceptable in the proposal when ``v_i <= cap(a_i)``, or when its type is unchanged and
   ``v_i <= v_i^before`` (a violation the state already had may persist or shrink, never grow), where
   ``v_i = sum_j order(b_ij)`` over real atoms ``j != i``;
-- while some atom is not acceptable, the proposed bond-order *increases* on its pairs are reverted to their
-  previous orders; an atom left unacceptable without any increase is one whose type changed to a smaller
-  valence, and its type change is reverted.
+- the proposed bond-order *increases* on an unacceptable atom's pairs are reverted to their previous orders; an
+  atom left unacceptable without any increase is one whose type changed to a smaller valence, and its type change
+  is reverted.
 
-Reverting only lowers bond-order sums, so no acceptable atom becomes unacceptable, and the loop ends after at
-most ``n + 1`` rounds. Changes that keep every valence (and all decreases) pass untouched, so a State that keeps
+Reverting only lowers bond-order sums, so no acceptable atom becomes unacceptable; two rounds settle every case
+(:meth:`ValenceConstraint.__call__`). Changes that keep every valence (and all decreases) pass untouched, so a State that keeps
 the rule is returned unchanged. Over a whole run the number of atoms above their valence never grows; at the
 last level (the draw of the data) the rule is kept wherever the level before kept it. This is a constraint on the
 sampler's moves, not a repair of finished molecules: nothing is changed after sampling, and the samples are
@@ -80,37 +80,36 @@ class ValenceConstraint:
         return real, (real[:, :, None] & real[:, None, :] & ~eye).long()
 
     def __call__(self, before: State, after: State) -> State:
+        """Two rounds of the module's rule, without a data-dependent branch (so no host sync on a GPU): a round
+        reverts every bond-order increase at an unacceptable atom, and the type change of an unacceptable atom that
+        has no increase left. Reverting lowers sums only and a type revert touches one atom's cap, so acceptable
+        atoms stay so. After round 1 no unacceptable atom has an increase left, so its sum is at most the previous
+        one; if it is still unacceptable its type changed, and round 2 reverts that, which makes it acceptable."""
         real, pairs = self._masks(after)
         big = 1 << 20
         type_before, type_after = before["atoms"].argmax(-1), after["atoms"].argmax(-1)
         order_before = self._lookup(self.orders, before["bonds"], 0)
         order = self._lookup(self.orders, after["bonds"], 0)
         val_before = (order_before * pairs).sum(-1)
-        atoms, bonds = after["atoms"], after["bonds"]
+        cap_before = self._lookup(self.caps, before["atoms"], big)
+        cap = self._lookup(self.caps, after["atoms"], big)
         reverted_pairs = torch.zeros_like(order, dtype=torch.bool)
         reverted_atoms = torch.zeros_like(type_after, dtype=torch.bool)
-        cap = self._lookup(self.caps, atoms, big)
-        for _ in range(order.shape[1] + 2):
+        changed_type = type_after != type_before
+        for _ in range(2):
             val = (order * pairs).sum(-1)
-            same_type = (type_after == type_before) | reverted_atoms
+            increased = (order > order_before) & (pairs > 0)
+            same_type = ~changed_type | reverted_atoms
             bad = real & (val > cap) & ~(same_type & (val <= val_before))
-            if not bool(bad.any()):
-                break
-            undo = (order > order_before) & (bad[:, :, None] | bad[:, None, :]) & (pairs > 0)
-            if bool(undo.any()):
-                reverted_pairs |= undo
-                order = torch.where(undo, order_before, order)
-            else:  # no increase left at a bad atom: its type changed to a smaller valence
-                revert = bad & ~same_type
-                reverted_atoms |= revert
-                cap = torch.where(revert, self._lookup(self.caps, before["atoms"], big), cap)
-        else:
-            raise RuntimeError("valence constraint did not settle; this is a bug in diffkit_molecule.constraints")
-        if not bool(reverted_pairs.any()) and not bool(reverted_atoms.any()):
-            return after
+            undo = increased & (bad[:, :, None] | bad[:, None, :])
+            revert = bad & ~increased.any(-1) & ~same_type
+            reverted_pairs |= undo
+            reverted_atoms |= revert
+            order = torch.where(undo, order_before, order)
+            cap = torch.where(revert, cap_before, cap)
         out = State(after)
-        out["bonds"] = torch.where(reverted_pairs[..., None], before["bonds"], bonds)
-        out["atoms"] = torch.where(reverted_atoms[..., None], before["atoms"], atoms)
+        out["bonds"] = torch.where(reverted_pairs[..., None], before["bonds"], after["bonds"])
+        out["atoms"] = torch.where(reverted_atoms[..., None], before["atoms"], after["atoms"])
         return out
 
     def __repr__(self) -> str:

@@ -65,6 +65,17 @@ def test_an_atom_type_change_below_the_bond_sum_is_undone():
     assert torch.equal(KEEP(before, to_nitrogen)["atoms"], to_nitrogen["atoms"])
 
 
+def test_an_atom_that_gains_a_bond_and_changes_type_is_settled_in_two_rounds():
+    before = _graph("CCCC", {(0, 1): 1, (0, 2): 1})
+    to_oxygen = _graph("OCCC", {(0, 1): 1, (0, 2): 1, (0, 3): 1})  # C -> O and a third bond: O takes two
+    out = KEEP(before, to_oxygen)
+    assert _orders(out)[0, 3] == 0 and out["atoms"][0, 0].argmax() == SPACE.atom_types.index("O")  # the bond goes, the type stays
+    to_fluorine = _graph("FCCC", {(0, 1): 1, (0, 2): 1, (0, 3): 1})  # F takes one: without the new bond it still has two
+    out = KEEP(before, to_fluorine)
+    assert _orders(out)[0, 3] == 0 and out["atoms"][0, 0].argmax() == SPACE.atom_types.index("C")  # round 2 reverts the type
+    assert not KEEP.violations(out).any()
+
+
 def test_padding_and_unknown_classes_are_ignored():
     before = _graph("CC", {})
     after = _graph("CC", {(0, 1): 3})
@@ -95,6 +106,7 @@ def test_on_random_moves_no_violation_is_created_or_worsened():
         valence = lambda s: (KEEP._lookup(KEEP.orders, s["bonds"], 0) * pairs).sum(-1)  # noqa: E731
         same_type = out["atoms"].argmax(-1) == before["atoms"].argmax(-1)
         assert bool((~KEEP.violations(out) | (same_type & (valence(out) <= valence(before)))).all())
+        assert torch.equal(KEEP(before, out)["bonds"], out["bonds"]) and torch.equal(KEEP(before, out)["atoms"], out["atoms"])  # settled
         assert bool(((out["bonds"] == before["bonds"]).all(-1) | (out["bonds"] == after["bonds"]).all(-1)).all())
         assert torch.equal(out["bonds"], out["bonds"].transpose(1, 2))
         created += int((KEEP.violations(after) & ~KEEP.violations(before)).sum())
