@@ -48,9 +48,15 @@ class MoleculeSpace(MolecularGraph):
     def constraints(self) -> dict[str, str]:
         """``valence`` (:mod:`diffkit_molecule.constraints`) for categorical atoms and bonds without formal charges;
         none for the continuous relaxation (its fields are real codes) or a space whose atoms carry charges."""
+        from diffkit_molecule.constraints import largest_valence
+
         if self.field("atoms").kind != "categorical" or self.field("bonds").kind != "categorical" or any(f.name == "charges" for f in self.fields):
             return {}
-        return {"valence": "no sampler move may push an atom's bond-order sum past its largest neutral valence (C 4, N 3, O 2, F 1)"}
+        try:
+            caps = ", ".join(f"{a} {largest_valence(a)}" for a in self.atom_types)
+        except SpaceError:  # an atom type RDKit gives no valence: the rule cannot be stated
+            return {}
+        return {"valence": f"no sampler move may push an atom's bond-order sum past its largest neutral valence ({caps})"}
 
     def constraint(self, name: str):
         if name == "valence" and name in self.constraints():
