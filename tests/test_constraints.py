@@ -11,7 +11,7 @@ from diffkit.denoiser import Denoiser
 from diffkit.oracle_categorical import AnalyticCategoricalBackbone, two_modes
 from diffkit.processes import CategoricalProcess, Diffusion, DiscreteFlow
 from diffkit.samplers import SAMPLERS, level_constraint, make_times
-from diffkit.spaces import Space, SpaceError
+from diffkit.spaces import SpaceError
 from diffkit.spaces.euclidean import EuclideanSpace
 from diffkit.state import State
 
@@ -61,14 +61,14 @@ def test_a_constraint_that_changes_nothing_leaves_the_samples_bit_identical():
 def test_a_constraint_below_a_time_acts_only_on_the_late_levels():
     """Levels start at 1, 11/12, ..., 1/12 (uniform grid of 12): ``below = 0.5`` keeps the rule on the six levels
     from t <= 0.5 only; ``below = 0`` on none of them, so it draws exactly the free samples."""
-    times = []
+    calls = []
 
     def record(before, after):
-        times.append(len(times))
+        calls.append(1)
         return after
 
     _sample("dfm-euler", DiscreteFlow(3, "uniform"), levels=12, n=50, constraint=level_constraint(record, below=0.5))
-    assert len(times) == 6
+    assert len(calls) == 6
     prior, free = _sample("ancestral", CategoricalProcess(3, "uniform"))
     _, none = _sample("ancestral", CategoricalProcess(3, "uniform"), constraint=level_constraint(never_enter_zero, below=0.0))
     assert torch.equal(free, none)
@@ -92,7 +92,6 @@ def test_a_space_offers_no_constraint_by_default_and_names_the_ones_it_has():
 
     with pytest.raises(SpaceError, match=r"offers \['inside'\]"):
         Offers(2).constraint("outside")
-    assert issubclass(Offers, Space)
 
 
 def test_generate_refuses_a_sampler_that_takes_no_constraint():

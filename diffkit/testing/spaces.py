@@ -128,6 +128,12 @@ def check_space(space: Space, examples: Sequence[Any], *, bad_examples: Sequence
     with ck.step("constraints", "constraints()"):
         offered = space.constraints()
     ck.require(isinstance(offered, dict), "constraints", f"constraints() returned {type(offered).__name__}; return a dict {{name: one-line description}}")
+    proposal = space.collate(examples[1:] + examples[:1]) if offered else None  # the examples, each in another's place
+    comparable = proposal is not None and all(proposal[k].shape == state[k].shape for k in state)
+    if comparable:
+        for k in MASK_FIELDS:
+            if k in state:
+                proposal[k] = state[k]  # samplers never move masks
     for cname, text in offered.items():
         ck.require(isinstance(text, str) and text and "\n" not in text, "constraints", f"constraint {cname!r} has no one-line description; give one")
         with ck.step("constraints", f"constraint({cname!r})"):
@@ -137,11 +143,7 @@ def check_space(space: Space, examples: Sequence[Any], *, bad_examples: Sequence
             kept = keep(state, state)
         ck.require(isinstance(kept, State) and set(kept) == set(state), "constraints", f"constraint {cname!r} returned fields {sorted(kept) if isinstance(kept, dict) else kept!r}; return a State with the input's fields")
         _compare_states(ck, "constraints", state, kept, 0.0, f"constraint {cname!r} changed encoded data (field {{field}} by {{diff:.3g}}); a State that proposes no change must pass unchanged")
-        proposal = space.collate(examples[1:] + examples[:1])
-        if all(proposal[k].shape == state[k].shape for k in state):
-            for k in MASK_FIELDS:
-                if k in state:
-                    proposal[k] = state[k]  # samplers never move masks
+        if comparable:
             with ck.step("constraints", f"constraint({cname!r})(data, another proposal)"):
                 out = keep(state, proposal)
             for k in state:

@@ -29,6 +29,8 @@ from diffkit.spaces.base import SpaceError
 from diffkit.state import State
 
 BOND_ORDERS = {"none": 0, "single": 1, "double": 2, "triple": 3}
+NO_LIMIT = 1 << 20
+"""The cap of a class the space does not name (an absorbing process's mask class): no valence limit."""
 
 
 def largest_valence(symbol: str) -> int:
@@ -60,16 +62,23 @@ class ValenceConstraint:
         self.caps = torch.tensor([largest_valence(a) for a in self.atom_types], dtype=torch.long)
         self.orders = torch.tensor([BOND_ORDERS[b] for b in bond_types], dtype=torch.long)
 
-    def _lookup(self, table: torch.Tensor, onehot: torch.Tensor, fill: int) -> torch.Tensor:
-        index = onehot.argmax(-1)
-        padded = torch.cat([table.to(index.device), torch.full((max(onehot.shape[-1] - len(table), 0),), fill, dtype=torch.long, device=index.device)])
-        return padded[index]
+    @staticmethod
+    def _padded(table: torch.Tensor, onehot: torch.Tensor, fill: int) -> torch.Tensor:
+        """``table`` extended with ``fill`` to the field's number of classes, on its device."""
+        extra = torch.full((max(onehot.shape[-1] - len(table), 0),), fill, dtype=torch.long)
+        return torch.cat([table, extra]).to(onehot.device)
+
+    def _orders_and_caps(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(bond orders B×n×n, atom types B×n, valence caps B×n)`` of a one-hot State."""
+        types = state["atoms"].argmax(-1)
+        orders = self._padded(self.orders, state["bonds"], 0)[state["bonds"].argmax(-1)]
+        return orders, types, self._padded(self.caps, state["atoms"], NO_LIMIT)[types]
 
     def violations(self, state: State) -> torch.Tensor:
         """Atoms above their valence in ``state`` (B×n bool, padding False)."""
         real, pairs = self._masks(state)
-        val = (self._lookup(self.orders, state["bonds"], 0) * pairs).sum(-1)
-        return real & (val > self._lookup(self.caps, state["atoms"], 1 << 20))
+        orders, _, caps = self._orders_and_caps(state)
+        return real & ((orders * pairs).sum(-1) > caps)
 
     def _masks(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         atoms = state["atoms"]
@@ -86,13 +95,9 @@ class ValenceConstraint:
         atoms stay so. After round 1 no unacceptable atom has an increase left, so its sum is at most the previous
         one; if it is still unacceptable its type changed, and round 2 reverts that, which makes it acceptable."""
         real, pairs = self._masks(after)
-        big = 1 << 20
-        type_before, type_after = before["atoms"].argmax(-1), after["atoms"].argmax(-1)
-        order_before = self._lookup(self.orders, before["bonds"], 0)
-        order = self._lookup(self.orders, after["bonds"], 0)
+        order_before, type_before, cap_before = self._orders_and_caps(before)
+        order, type_after, cap = self._orders_and_caps(after)
         val_before = (order_before * pairs).sum(-1)
-        cap_before = self._lookup(self.caps, before["atoms"], big)
-        cap = self._lookup(self.caps, after["atoms"], big)
         reverted_pairs = torch.zeros_like(order, dtype=torch.bool)
         reverted_atoms = torch.zeros_like(type_after, dtype=torch.bool)
         changed_type = type_after != type_before
