@@ -8,6 +8,9 @@ novelty and FCD per row, the JSON rewritten (atomically) after every row.
     python benchmarks/qm9_settings.py RUN_DIR --out rows.json --constraints none valence valence:0.2
         # each row without the space's valence constraint (diffkit_molecule.constraints), with it on every level,
         # and with it on the levels from t <= 0.2 only
+    python benchmarks/qm9_settings.py RUN_DIR --out rows.json --sampler ancestral --grids uniform power:1.5 power:0.75
+        # the levels' times: uniform in t, or t_i = t_min + (t_max - t_min) (1 - i/(K-1))^P over K = steps levels
+        # (P > 1: more levels near the data, P < 1: more near the prior)
 """
 from __future__ import annotations
 
@@ -36,6 +39,21 @@ def sampler_options(sampler: str, settings: list[str]) -> list[dict]:
     return out
 
 
+def level_times(diffusion, steps: int, grid: str) -> list[float] | None:
+    """The times of ``steps`` levels for ``grid``: ``uniform`` (None: the sampler's own uniform grid) or ``power:P``,
+    ``t_i = t_min + (t_max - t_min) (1 - i/(steps-1))^P`` for ``i = 0 .. steps-1`` (P = 1 is the uniform grid)."""
+    if grid == "uniform":
+        return None
+    kind, _, power = grid.partition(":")
+    if kind != "power" or not power:
+        raise SystemExit(f"unknown grid {grid!r}: use 'uniform' or 'power:P' (P > 0)")
+    power = float(power)
+    if power <= 0 or steps < 2:
+        raise SystemExit(f"grid {grid!r} needs P > 0 and at least 2 steps")
+    t_min, t_max = float(diffusion.t_min), float(diffusion.t_max)
+    return [t_min + (t_max - t_min) * (1 - i / (steps - 1)) ** power for i in range(steps)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run")
@@ -44,6 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[50])
     p.add_argument("--settings", nargs="+", default=["0:0"], help="ETA:OMEGA[:BELOW] per row, for dfm-euler")
     p.add_argument("--constraints", nargs="+", default=["none"], help="NAME[:BELOW] per row: the space's constraint to keep while sampling, on the levels from t <= BELOW when given ('none': no constraint)")
+    p.add_argument("--grids", nargs="+", default=["uniform"], help="the levels' times per row: 'uniform' or 'power:P' (see level_times)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
@@ -61,16 +80,18 @@ def main(argv=None) -> int:
     run = load_run(args.run)
     reference = load_dataset(run.recipe, run.recipe.get("eval", {}).get("reference", "test"))  # once, for every row
     rows = []
-    settings = [(steps, options, constraint) for steps in args.steps for options in sampler_options(args.sampler, args.settings) for constraint in args.constraints]
-    for steps, options, constraint in settings:
+    settings = [(steps, options, constraint, grid) for steps in args.steps for options in sampler_options(args.sampler, args.settings)
+                for constraint in args.constraints for grid in args.grids]
+    for steps, options, constraint, grid in settings:
+        times = level_times(run.diffusion, steps, grid)
         name, *below = constraint.split(":")
         below = float(below[0]) if below else None
         for seed in args.seeds:
             t0 = time.perf_counter()
-            items, labels, _ = generate(run, args.n, sampler=args.sampler, steps=steps, seed=seed, options=options,
+            items, labels, _ = generate(run, args.n, sampler=args.sampler, steps=steps, seed=seed, options=options, schedule=times,
                                         constraint="" if name == "none" else name, constraint_below=below)
             metrics = evaluate(run, items, labels, metrics=METRICS, reference_data=reference)
-            row = {"run": args.run, "sampler": args.sampler, "steps": steps, **options, "constraint": name, "constraint_below": below, "seed": seed,
+            row = {"run": args.run, "sampler": args.sampler, "steps": steps, **options, "constraint": name, "constraint_below": below, "grid": grid, "seed": seed,
                    **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "seconds": time.perf_counter() - t0}
             rows.append(row)
             print(json.dumps(row), flush=True)
