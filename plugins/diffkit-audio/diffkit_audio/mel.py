@@ -24,6 +24,8 @@ Decoding undoes the standardisation and turns frames into a wave with the ``voco
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from diffkit.representations import Representation, RepresentationError
@@ -37,7 +39,9 @@ from diffkit_audio.space import AudioSpace
 class LogMel(Representation):
     """See the module docstring. Options: ``n_mels``, ``hop``, ``layout``, ``vocoder`` (``"griffin-lim"`` or a run directory),
     ``n_iter`` (Griffin-Lim iterations), ``vocoder_sampler``, ``vocoder_steps`` (a DiffWave vocoder's sampling),
-    ``learned_channels``, ``learned_steps``, ``learned_minutes``, ``learned_batch``, ``learned_lr`` (the learned vocoder)."""
+    ``learned_channels``, ``learned_steps``, ``learned_minutes``, ``learned_batch``, ``learned_lr``, ``learned_noise`` (the learned vocoder;
+    ``learned_noise``: its conditioning augmentation, the largest noise level added to its input frames in units of each band's
+    deviation, see diffkit_audio.vocoder; 0 trains on clean frames)."""
 
     name = "log-mel"
     learned = True  # the per-band standardisation is fitted (a mean and a deviation per band)
@@ -45,7 +49,7 @@ class LogMel(Representation):
 
     def __init__(self, space: AudioSpace, n_mels: int = 40, hop: int = 64, layout: str = "image", vocoder: str = "griffin-lim", n_iter: int = 64,
                  vocoder_sampler: str = "dpmpp-2m", vocoder_steps: int = 10, learned_channels: int = 128, learned_steps: int = 4000,
-                 learned_minutes: float | None = None, learned_batch: int = 16, learned_lr: float = 2e-3):
+                 learned_minutes: float | None = None, learned_batch: int = 16, learned_lr: float = 2e-3, learned_noise: float = 0.0):
         if not isinstance(space, AudioSpace) or space.channels != 1:
             raise RepresentationError(f"representation 'log-mel' encodes mono clips of the audio space, not {getattr(space, 'name', space)!r} "
                                       f"with {getattr(space, 'channels', '?')} channel(s)")
@@ -62,6 +66,10 @@ class LogMel(Representation):
 
             self.options.update(learned_channels=int(learned_channels), learned_steps=int(learned_steps), learned_batch=int(learned_batch),
                                 learned_lr=float(learned_lr), learned_minutes=None if learned_minutes is None else float(learned_minutes))
+            if float(learned_noise):  # written only when set, so the configs of runs trained before the option stay as they were
+                if not (float(learned_noise) > 0 and math.isfinite(float(learned_noise))):
+                    raise RepresentationError(f"representation 'log-mel': learned_noise must be a finite number >= 0, got {learned_noise!r}")
+                self.options["learned_noise"] = float(learned_noise)
             self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
         self.frames = space.length // int(hop)
         self.space = LatentSpace((1, int(n_mels), self.frames) if layout == "image" else (int(n_mels), self.frames))
@@ -89,7 +97,8 @@ class LogMel(Representation):
             with progress_bar(o["learned_steps"], "mel vocoder") as bar:
                 report["vocoder"] = train_vocoder(self.learned_vocoder, self._waves(elements), self.log_mel, steps=o["learned_steps"],
                                                   minutes=o["learned_minutes"], batch_size=o["learned_batch"], lr=o["learned_lr"],
-                                                  seed=torch.initial_seed(), progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))
+                                                  seed=torch.initial_seed(), noise=o.get("learned_noise", 0.0), band_std=self.std,
+                                                  progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))
         return report
 
     @torch.no_grad()

@@ -75,3 +75,59 @@ def test_a_learned_vocoder_is_fitted_saved_and_restored_with_the_first_stage():
 def test_an_unknown_layout_is_refused():
     with pytest.raises(RepresentationError, match="layout must be"):
         LogMel(AudioSpace(channels=1, length=1024, sample_rate=8000), layout="columns")
+
+
+class RecordingVocoder(MelVocoder):
+    """A vocoder that keeps the frames it is given while training."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inputs = []
+
+    def forward(self, mel):
+        if self.training:
+            self.inputs.append(mel.detach().clone())
+        return super().forward(mel)
+
+
+def test_conditioning_augmentation_adds_per_clip_noise_of_at_most_the_level_times_each_bands_deviation():
+    waves = tones(16)
+    log_mel = lambda w: mel_spectrogram(w, 8000, 20, 64)  # noqa: E731
+    clean = log_mel(waves)
+    band_std = torch.linspace(0.5, 2.0, 20)
+    voc = RecordingVocoder(n_mels=20, hop=64, channels=16)
+    train_vocoder(voc, waves, log_mel, steps=4, batch_size=8, seed=0, noise=0.5, band_std=band_std)
+    gen = torch.Generator().manual_seed(0)  # the batches the training drew: its generator's first draws per step
+    levels = []
+    for mel in voc.inputs:
+        idx = torch.randint(len(waves), (8,), generator=gen)
+        level = torch.rand(8, 1, 1, generator=gen)
+        z = torch.randn(mel.shape, generator=gen)
+        assert torch.allclose(mel, clean[idx] + 0.5 * level * band_std[:, None] * z, atol=1e-5)
+        levels.append(level)
+    levels = torch.cat(levels).flatten()
+    assert levels.min() >= 0 and levels.max() <= 1 and levels.std() > 0.1  # a level per clip, spread over [0, 1]
+
+
+def test_no_augmentation_by_default_and_bad_levels_are_refused():
+    waves = tones(8)
+    log_mel = lambda w: mel_spectrogram(w, 8000, 20, 64)  # noqa: E731
+    voc = RecordingVocoder(n_mels=20, hop=64, channels=16)
+    report = train_vocoder(voc, waves, log_mel, steps=2, batch_size=4, seed=0)
+    assert report["noise"] == 0.0
+    clean = log_mel(waves)
+    assert all(any(torch.equal(row, c) for c in clean) for mel in voc.inputs for row in mel)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="augmentation noise level"):
+            train_vocoder(voc, waves, log_mel, steps=1, noise=bad)
+
+
+def test_the_first_stage_keeps_its_vocoders_augmentation_level_in_its_config():
+    space = AudioSpace(channels=1, length=1024, sample_rate=8000)
+    rep = LogMel(space, n_mels=20, hop=64, layout="sequence", vocoder="learned", learned_channels=16, learned_steps=2, learned_batch=4, learned_noise=0.8)
+    report = rep.fit(list(tones(8)))
+    assert report["vocoder"]["noise"] == 0.8 and rep.config()["learned_noise"] == 0.8
+    assert LogMel(space, **rep.config()).options["learned_noise"] == 0.8
+    assert "learned_noise" not in LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16).config()  # older configs stay as they were
+    with pytest.raises(RepresentationError, match="learned_noise"):
+        LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16, learned_noise=-1)
