@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             report["rows"].append(row)
             m = row["metrics"]
             print(f"{name} {text}: accuracy {m.get('spoken_digits_accuracy', float('nan')):.3f}, FD {m.get('spoken_digits_fd', float('nan')):.1f} "
-                  f"(floor {m.get('spoken_digits_fd_floor', float('nan')):.1f}), IS {m.get('spoken_digits_is', float('nan')):.2f}, "
+                  f"(floor {m.get('spoken_digits_fd_floor', float('nan')):.1f}, half-reference {m.get('spoken_digits_fd_half_floor', float('nan')):.1f}), IS {m.get('spoken_digits_is', float('nan')):.2f}, "
                   f"RTF {row['real_time_factor']:.4f} ({time.perf_counter() - t0:.0f} s with scoring)", flush=True)
             if args.write == text:
                 space.write(items[:16], out.with_suffix("") / f"{Path(name).name}-g{s['guidance']:g}-{s['sampler']}-{s['steps']}", labels=labels[:16])

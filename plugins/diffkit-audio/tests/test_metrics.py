@@ -16,9 +16,9 @@ def real(digits_test):
     return items, labels, digits_test.space
 
 
-def ctx_of(generated, labels, real):
+def ctx_of(generated, labels, real, train=None):
     items, ref_labels, space = real
-    return EvalContext(generated=generated, reference=items, labels=labels, reference_labels=ref_labels, space=space)
+    return EvalContext(generated=generated, reference=items, labels=labels, reference_labels=ref_labels, space=space, train=train)
 
 
 def test_default_judge_is_shipped_not_trained(real, audio_cache, monkeypatch):
@@ -65,7 +65,23 @@ def test_frechet_of_a_set_against_itself_is_zero_and_noise_is_far(real):
     g = torch.Generator().manual_seed(0)
     noise = [(0.5 * torch.rand(1, 4096, generator=g) - 0.25) for _ in range(50)]
     far = spoken_digits_frechet(ctx_of(noise, None, real))
-    assert far["spoken_digits_fd"] > 5 * same["spoken_digits_fd_floor"] > 0
+    assert far["spoken_digits_fd"] > 5 * same["spoken_digits_fd_half_floor"] > 0
+    assert "spoken_digits_fd_floor" not in far  # no training clips in the context: no floor at the generated size
+
+
+def test_the_floor_is_measured_at_the_generated_sample_size_on_training_clips(real):
+    """The floor compares as many training clips as generated ones with the reference; given the reference's own
+    clips as the 'training' set and as the generated set it is exactly 0, and for a smaller sample it is the
+    distance of that many evenly spaced clips, larger than for the full set (the estimate's bias grows as n shrinks)."""
+    items, labels, _ = real
+    full = spoken_digits_frechet(ctx_of(items, labels, real, train=items))
+    assert full["spoken_digits_fd_floor"] < 1e-6
+    few = items[: len(items) // 4]
+    small = spoken_digits_frechet(ctx_of(few, labels[: len(few)], real, train=items))
+    pick = sorted({round(i * (len(items) - 1) / (len(few) - 1)) for i in range(len(few))})
+    alone = spoken_digits_frechet(ctx_of([items[i] for i in pick], None, real))
+    assert small["spoken_digits_fd_floor"] == pytest.approx(alone["spoken_digits_fd"]) and small["spoken_digits_fd_floor"] > 1.0
+    assert small["spoken_digits_fd_ratio"] == pytest.approx(small["spoken_digits_fd"] / small["spoken_digits_fd_floor"])
 
 
 def test_inception_score_known_answers(real):
