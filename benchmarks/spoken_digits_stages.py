@@ -6,9 +6,10 @@ judge directly (the diffusion stage alone) and its decoded clip fed through the 
 stages). Real clips get the same two paths (their frames, and their frames round-tripped through the vocoder), so
 each figure has a real-vs-real counterpart:
 
-- ``real clips``: the judge on real waves (a second set of real clips against the reference set: the floor at
-  the same sample size as every other row, unlike the metric's half-reference floor);
-- ``real frames``: the judge on the real clips' own log-mel frames (the front-end difference, ~0);
+- ``real clips``: the judge on real waves (training clips against the reference set: the floor at the same
+  sample size as every other row, as ``spoken_digits_fd_floor`` measures it);
+- ``real frames``: the judge on the same clips' log-mel frames (differs from the row above only where the
+  representation's floor of 1e-5 and the judge's own front end part);
 - ``real frames -> vocoder``: the learned vocoder's loss alone;
 - ``sampled frames``: the diffusion's loss alone;
 - ``sampled frames -> vocoder``: what ``diffkit sample`` delivers.
