@@ -66,10 +66,11 @@ class LogMel(Representation):
 
             self.options.update(learned_channels=int(learned_channels), learned_steps=int(learned_steps), learned_batch=int(learned_batch),
                                 learned_lr=float(learned_lr), learned_minutes=None if learned_minutes is None else float(learned_minutes))
-            if float(learned_noise):  # written only when set, so the configs of runs trained before the option stay as they were
-                if not (float(learned_noise) > 0 and math.isfinite(float(learned_noise))):
+            noise = float(learned_noise)
+            if noise:  # written only when set, so the configs of runs trained before the option stay as they were
+                if not (noise > 0 and math.isfinite(noise)):
                     raise RepresentationError(f"representation 'log-mel': learned_noise must be a finite number >= 0, got {learned_noise!r}")
-                self.options["learned_noise"] = float(learned_noise)
+                self.options["learned_noise"] = noise
             self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
         self.frames = space.length // int(hop)
         self.space = LatentSpace((1, int(n_mels), self.frames) if layout == "image" else (int(n_mels), self.frames))
