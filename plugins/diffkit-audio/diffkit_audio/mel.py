@@ -14,10 +14,12 @@ Decoding undoes the standardisation and turns frames into a wave with the ``voco
 - ``"griffin-lim"`` (the baseline): the power spectrogram ``P`` solving ``M P = exp(m)`` in least squares
   (non-negative, torchaudio ``InverseMelScale``), then ``n_iter`` Griffin-Lim phase iterations (momentum 0.99,
   torchaudio ``GriffinLim``), the last frame repeated once so that the wave has ``T`` samples;
-- ``"learned"``: a :class:`~diffkit_audio.vocoder.MelVocoder` (one forward pass per clip) that ``fit`` trains on the
-  training clips beside the standardisation (``learned_channels`` wide, ``learned_steps`` steps of batch
-  ``learned_batch``, stopped early after ``learned_minutes``; see :mod:`diffkit_audio.vocoder`), so both stages
-  train in one run and the fitted vocoder is cached with the first stage;
+- ``"learned"``: a one-pass vocoder that ``fit`` trains on the training clips beside the standardisation
+  (``learned_channels`` wide, ``learned_steps`` steps of batch ``learned_batch``, stopped early after
+  ``learned_minutes``; see :mod:`diffkit_audio.vocoder`), so both stages train in one run and the fitted vocoder is
+  cached with the first stage. ``learned_kind`` chooses the network: ``"upsample"`` (the default, a
+  :class:`~diffkit_audio.vocoder.MelVocoder` running at the sample rate) or ``"istft"`` (an
+  :class:`~diffkit_audio.vocoder.IstftVocoder` of ``learned_layers`` blocks at the frame rate, ending in an inverse STFT);
 - a run directory of a mel-conditioned ``diffwave`` (e.g. trained from ``spoken-digits-vocoder-smoke``): the
   vocoder's sampler (``vocoder_sampler``, ``vocoder_steps``) draws the wave for each clip's frames. Its space must
   have the same ``n_mels``, ``hop``, sample rate and length, which is checked when it is loaded.
@@ -41,7 +43,8 @@ class LogMel(Representation):
     ``n_iter`` (Griffin-Lim iterations), ``vocoder_sampler``, ``vocoder_steps`` (a DiffWave vocoder's sampling),
     ``learned_channels``, ``learned_steps``, ``learned_minutes``, ``learned_batch``, ``learned_lr``, ``learned_noise`` (the learned vocoder;
     ``learned_noise``: its conditioning augmentation, the largest noise level added to its input frames in units of each band's
-    deviation, see diffkit_audio.vocoder; 0 trains on clean frames)."""
+    deviation, see diffkit_audio.vocoder; 0 trains on clean frames), ``learned_kind`` (``"upsample"`` or ``"istft"``) and
+    ``learned_layers`` (the ``"istft"`` network's blocks)."""
 
     name = "log-mel"
     learned = True  # the per-band standardisation is fitted (a mean and a deviation per band)
@@ -49,7 +52,8 @@ class LogMel(Representation):
 
     def __init__(self, space: AudioSpace, n_mels: int = 40, hop: int = 64, layout: str = "image", vocoder: str = "griffin-lim", n_iter: int = 64,
                  vocoder_sampler: str = "dpmpp-2m", vocoder_steps: int = 10, learned_channels: int = 128, learned_steps: int = 4000,
-                 learned_minutes: float | None = None, learned_batch: int = 16, learned_lr: float = 2e-3, learned_noise: float = 0.0):
+                 learned_minutes: float | None = None, learned_batch: int = 16, learned_lr: float = 2e-3, learned_noise: float = 0.0,
+                 learned_kind: str = "upsample", learned_layers: int = 8):
         if not isinstance(space, AudioSpace) or space.channels != 1:
             raise RepresentationError(f"representation 'log-mel' encodes mono clips of the audio space, not {getattr(space, 'name', space)!r} "
                                       f"with {getattr(space, 'channels', '?')} channel(s)")
@@ -62,7 +66,7 @@ class LogMel(Representation):
                         "vocoder_sampler": str(vocoder_sampler), "vocoder_steps": int(vocoder_steps)}
         self.learned_vocoder = None
         if self.options["vocoder"] == "learned":
-            from diffkit_audio.vocoder import MelVocoder
+            from diffkit_audio.vocoder import VOCODER_KINDS, IstftVocoder, MelVocoder
 
             self.options.update(learned_channels=int(learned_channels), learned_steps=int(learned_steps), learned_batch=int(learned_batch),
                                 learned_lr=float(learned_lr), learned_minutes=None if learned_minutes is None else float(learned_minutes))
@@ -71,7 +75,13 @@ class LogMel(Representation):
                 if not (noise > 0 and math.isfinite(noise)):
                     raise RepresentationError(f"representation 'log-mel': learned_noise must be a finite number >= 0, got {learned_noise!r}")
                 self.options["learned_noise"] = noise
-            self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
+            if learned_kind == "upsample":
+                self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
+            elif learned_kind == "istft":  # kind and depth written only for this kind: the configs of upsampling runs stay as they were
+                self.options.update(learned_kind="istft", learned_layers=int(learned_layers))
+                self.learned_vocoder = IstftVocoder(int(n_mels), int(hop), self.options["learned_channels"], int(learned_layers)).eval()
+            else:
+                raise RepresentationError(f"representation 'log-mel': learned_kind must be one of {', '.join(VOCODER_KINDS)}, got {learned_kind!r}")
         self.frames = space.length // int(hop)
         self.space = LatentSpace((1, int(n_mels), self.frames) if layout == "image" else (int(n_mels), self.frames))
         self.mean = torch.zeros(int(n_mels))

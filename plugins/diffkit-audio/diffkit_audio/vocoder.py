@@ -29,6 +29,20 @@ instead of voicing it (a sampled frame sequence is far rougher than a real one; 
 frames turns that roughness into broadband noise). One evaluation per clip makes it far cheaper to sample than a
 diffusion vocoder (``diffwave`` with a mel field), which is the point on CPUs; the diffusion vocoder remains the
 choice when the budget allows it.
+
+``IstftVocoder`` reaches the wave another way: it never runs at the sample rate. A stack of residual blocks at the
+frame rate predicts, for each frame, the complex STFT of the clip (a log-magnitude and a phase per frequency bin of a
+Hann window of ``4 hop``), and the inverse STFT (overlap-add) gives the samples::
+
+    h = LayerNorm(Conv1d_7(n_mels -> C)(m'))                        (m': the frames, the last repeated once)
+    for each layer: h = h + gamma * W_2 GELU(W_1 LayerNorm(DepthwiseConv1d_7(h)))   (per-channel scale gamma)
+    log|S|, phi = Linear(C -> 2 (n_fft/2 + 1))(LayerNorm(h))
+    x = iSTFT(exp(min(log|S|, 6)) e^{i phi})                        (hop, Hann window n_fft = 4 hop, centred)
+
+Every convolution sees ``T / hop`` positions instead of ``T``, so a network of millions of weights trains faster on
+a CPU than the upsampling one of a hundred thousand, and the phase comes from the same losses through the overlap of
+neighbouring frames. It is trained by the same ``train_vocoder``. (The design follows the frame-rate Fourier vocoders
+of the literature, Vocos among them, without their adversarial losses.)
 """
 from __future__ import annotations
 
@@ -77,6 +91,56 @@ class MelVocoder(nn.Module):
             for conv in block:
                 h = h + conv(F.leaky_relu(h, 0.1))
         return torch.tanh(self.post(F.leaky_relu(h, 0.1)))
+
+
+class _FrameBlock(nn.Module):
+    """One residual block of :class:`IstftVocoder`: depthwise convolution over frames (kernel 7), channel LayerNorm,
+    an MLP of width 3C with GELU, and a per-channel scale (starting at 0.1) on the residual branch."""
+
+    def __init__(self, channels: int, kernel: int = 7):
+        super().__init__()
+        self.mix = nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.up, self.down = nn.Linear(channels, 3 * channels), nn.Linear(3 * channels, channels)
+        self.gamma = nn.Parameter(torch.full((channels,), 0.1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        y = self.down(F.gelu(self.up(self.norm(self.mix(h).transpose(1, 2)))))
+        return h + (self.gamma * y).transpose(1, 2)
+
+
+class IstftVocoder(nn.Module):
+    """Frames to wave through a predicted STFT and its inverse (module docstring). ``channels`` wide, ``layers`` blocks;
+    ``n_fft = 4 hop``, the representation's analysis window, so one predicted STFT frame stands for one mel frame."""
+
+    max_log_magnitude = 6.0
+    """``exp(6)`` ~ 400: far above any STFT magnitude of a clip in [-1, 1] at ``n_fft <= 1024`` that matters, and it keeps
+    an untrained network's first steps finite."""
+
+    def __init__(self, n_mels: int = 40, hop: int = 64, channels: int = 128, layers: int = 8):
+        super().__init__()
+        self.hop, self.n_fft = int(hop), 4 * int(hop)
+        self.pre = nn.Conv1d(n_mels, channels, 7, padding=3)
+        self.pre_norm = nn.LayerNorm(channels)
+        self.blocks = nn.ModuleList(_FrameBlock(channels) for _ in range(int(layers)))
+        self.post_norm = nn.LayerNorm(channels)
+        self.head = nn.Linear(channels, 2 * (self.n_fft // 2 + 1))
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        frames = mel.shape[-1]
+        m = F.pad(mel, (0, 1), mode="replicate")  # a centred STFT of frames*hop samples has frames+1 frames
+        h = self.pre_norm(self.pre(m).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            h = block(h)
+        log_magnitude, phase = self.head(self.post_norm(h.transpose(1, 2))).transpose(1, 2).chunk(2, dim=1)
+        spectrum = torch.polar(torch.exp(log_magnitude.clamp(max=self.max_log_magnitude)), phase)
+        wave = torch.istft(spectrum, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop)
+        return wave[:, None]
+
+
+VOCODER_KINDS = {"upsample": MelVocoder, "istft": IstftVocoder}
+"""The learned vocoders by name (``LogMel``'s ``learned_kind``)."""
 
 
 def spectral_loss(x_hat: torch.Tensor, x: torch.Tensor, resolutions=RESOLUTIONS, eps: float = 1e-5) -> torch.Tensor:
@@ -138,4 +202,4 @@ def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: i
             "n_train": len(waves), "parameters": sum(p.numel() for p in vocoder.parameters()), "noise": float(noise)}
 
 
-__all__ = ["MelVocoder", "spectral_loss", "train_vocoder", "upsampling_strides"]
+__all__ = ["IstftVocoder", "MelVocoder", "VOCODER_KINDS", "spectral_loss", "train_vocoder", "upsampling_strides"]

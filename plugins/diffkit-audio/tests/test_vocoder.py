@@ -11,7 +11,7 @@ from diffkit_audio.backbone import mel_spectrogram
 from diffkit_audio.mel import LogMel, spectral_convergence
 from diffkit_audio.metrics import mrstft_distance
 from diffkit_audio.space import AudioSpace
-from diffkit_audio.vocoder import MelVocoder, spectral_loss, train_vocoder, upsampling_strides
+from diffkit_audio.vocoder import IstftVocoder, MelVocoder, spectral_loss, train_vocoder, upsampling_strides
 
 
 def tones(n: int, length: int = 1024, rate: int = 8000, seed: int = 0) -> torch.Tensor:
@@ -131,3 +131,48 @@ def test_the_first_stage_keeps_its_vocoders_augmentation_level_in_its_config():
     assert "learned_noise" not in LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16).config()  # older configs stay as they were
     with pytest.raises(RepresentationError, match="learned_noise"):
         LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16, learned_noise=-1)
+
+
+def test_the_istft_vocoder_gives_hop_samples_per_frame_and_learns_tones():
+    torch.manual_seed(0)
+    waves = tones(16)
+    log_mel = lambda w: mel_spectrogram(w, 8000, 20, 64)  # noqa: E731
+    voc = IstftVocoder(n_mels=20, hop=64, channels=32, layers=2)
+    assert voc(torch.randn(3, 20, 16)).shape == (3, 1, 16 * 64)
+    with torch.no_grad():
+        before = float(spectral_loss(voc(log_mel(waves)), waves))
+    report = train_vocoder(voc, waves, log_mel, steps=60, batch_size=8, lr=3e-3, seed=0)
+    with torch.no_grad():
+        after = float(spectral_loss(voc(log_mel(waves)), waves))
+    assert report["steps"] == 60 and torch.isfinite(torch.tensor(after)) and after < 0.8 * before
+
+
+def test_the_istft_vocoders_inverse_stft_puts_a_predicted_spectrum_back_into_samples():
+    """With the head's phase and magnitude set to those of a clip's own STFT (through a hook on the head), the
+    output is the clip: the network's last step is the exact inverse of the analysis the representation uses."""
+    voc = IstftVocoder(n_mels=20, hop=64, channels=16, layers=1)
+    wave = tones(1)[0, 0]
+    spectrum = torch.stft(wave, 256, 64, window=torch.hann_window(256), center=True, return_complex=True)  # 129 × 17
+    target = torch.cat([spectrum.abs().clamp_min(1e-8).log(), spectrum.angle()])[None].transpose(1, 2)  # 1 × 17 × 258
+    voc.head.register_forward_hook(lambda module, inputs, output: target)
+    out = voc(torch.zeros(1, 20, 16))
+    assert torch.allclose(out[0, 0], wave, atol=1e-4)
+
+
+def test_an_istft_first_stage_is_fitted_saved_restored_and_not_confused_with_the_upsampling_one():
+    space = AudioSpace(channels=1, length=1024, sample_rate=8000)
+    clips = list(tones(12))
+    rep = LogMel(space, n_mels=20, hop=64, layout="sequence", vocoder="learned", learned_kind="istft", learned_channels=16,
+                 learned_layers=2, learned_steps=3, learned_batch=4)
+    assert rep.fit(clips)["vocoder"]["steps"] == 3
+    assert rep.config()["learned_kind"] == "istft" and rep.config()["learned_layers"] == 2
+    restored = LogMel(space, **rep.config())
+    restored.load_state_dict(rep.state_dict())
+    codes = rep.encode(clips[:2])
+    assert torch.equal(torch.stack(rep.decode(codes)), torch.stack(restored.decode(codes)))
+    check_representation(rep, clips[:4], bound=2.0, error=spectral_convergence)
+    assert "learned_kind" not in LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16).config()  # older configs stay as they were
+    with pytest.raises(RepresentationError, match="do not fit its options"):
+        LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16).load_state_dict(rep.state_dict())
+    with pytest.raises(RepresentationError, match="learned_kind must be one of upsample, istft"):
+        LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_kind="hifigan")
