@@ -52,6 +52,12 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--init", default=None, metavar="MODEL", help="start from trained weights: 'pretrained' (the shipped model of this recipe), a shipped model's name or a run directory")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    s = sub.add_parser("refit-first-stage", help="fit a two-stage run's first stage again with changed options (e.g. a better vocoder), keeping its diffusion stage")
+    s.add_argument("run_dir", metavar="RUN", help="a two-stage run directory or a shipped model's name")
+    s.add_argument("--out", required=True, help="run directory to write (the source is left as it was)")
+    s.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a [representation] option to change (repeatable); VALUE is read as JSON where it can be (1, 2.5, true), else as text")
+
     s = sub.add_parser("sample", help="draw samples from a trained run directory or a shipped model")
     s.add_argument("run_dir", metavar="RUN", help="directory written by 'diffkit train', or a shipped model's name ('diffkit pretrained')")
     s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
@@ -128,6 +134,26 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: torch {torch.__version__} ({build}) sees no usable CUDA GPU on this machine; use --device cpu")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {device}: this machine has no usable Apple GPU (MPS); use --device cpu")
+
+
+def _cmd_refit_first_stage(args) -> int:
+    from diffkit.pretrained import resolve
+    from diffkit.runs import refit_first_stage
+
+    options = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}; e.g. --set learned_kind=istft")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    if not options:
+        raise ValueError("refit-first-stage needs at least one --set KEY=VALUE: with the same options the fit would be the one the run has")
+    report = refit_first_stage(resolve(args.run_dir)[0], args.out, options)
+    print(json.dumps({"out": args.out, "options": options, "report": report}, indent=2, default=str))
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -237,7 +263,7 @@ def _cmd_new_plugin(args) -> int:
     return 0
 
 
-COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "sample": _cmd_sample, "pretrained": _cmd_pretrained, "wheelhouse": _cmd_wheelhouse, "bench": _cmd_bench, "eval": _cmd_eval, "new-plugin": _cmd_new_plugin}
+COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "refit-first-stage": _cmd_refit_first_stage, "sample": _cmd_sample, "pretrained": _cmd_pretrained, "wheelhouse": _cmd_wheelhouse, "bench": _cmd_bench, "eval": _cmd_eval, "new-plugin": _cmd_new_plugin}
 
 
 def main(argv: list[str] | None = None) -> int:

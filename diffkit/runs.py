@@ -63,6 +63,47 @@ def _load_representation(run_dir: Path, config: dict):
     return rep
 
 
+def refit_first_stage(run_dir: str | Path, out_dir: str | Path, options: dict, *, atol: float = 1e-5) -> dict:
+    """A two-stage run whose first stage is fitted again under changed ``options`` while its diffusion stage is kept:
+    a new decoder (a better vocoder, a longer-trained one) for codes the diffusion already learned.
+
+    The first stage is rebuilt with ``{**its config, **options}`` and fitted on the run's training split with the
+    recipe's data and seed (through the representation cache, as training does). It is kept only if it encodes the
+    training elements to the same codes as before, within ``atol``: the diffusion stage learned those codes, so an
+    option that changes the encoder needs a new training run, and is refused. The run is written to ``out_dir``
+    (model weights unchanged; the recipe's ``[representation] options``, the recorded spec and its fit report
+    updated; ``refitted_from`` naming the source). Returns the new fit's report."""
+    from diffkit.representations import RepresentationError, build_representation, encode_in_batches, fit_representation
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    config = read_config(run_dir)
+    if not config.get("representation"):
+        raise RepresentationError(f"{run_dir} is a one-stage run (no [representation]); there is no first stage to refit")
+    if out_dir.resolve() == run_dir.resolve():
+        raise ValueError(f"refit_first_stage writes a new run; choose an --out other than {run_dir}")
+    run = load_run(run_dir)
+    old = run.representation
+    recipe = json.loads(json.dumps(config["recipe"]))
+    spec = {**recipe["representation"], "options": {**old.config(), **options}}
+    new = build_representation({k: v for k, v in spec.items() if k != "config"}, old.data_space)
+    elements, labels = split_items(run.split("train"))
+    elements = [old.data_space.validate(e) for e in elements]
+    report = fit_representation(new, elements, labels, data=recipe["data"], seed=int(recipe.get("seed", 0)), cache=bool(spec.get("cache", True)))
+    probe = elements[: min(len(elements), 512)]
+    before, after = torch.stack(encode_in_batches(old, probe)), torch.stack(encode_in_batches(new, probe))
+    gap = float((before - after).abs().max()) if before.shape == after.shape else float("inf")
+    if not gap <= atol:
+        raise RepresentationError(f"options {options} change the first stage's codes (largest difference {gap:.3g} > {atol:g}), which the diffusion "
+                                  f"stage of {run_dir} was trained on; train a new run with them instead")
+    recipe["representation"] = {**recipe["representation"], "options": {**recipe["representation"].get("options", {}), **options}}
+    keep = {k: v for k, v in config.items() if k not in ("format", "format_version", "checkpoint", "previous", "checksums", "recipe", "representation")}
+    described = {**new.spec(), "data_space": config["representation"]["data_space"], "report": report}
+    model = load_tensors(run_dir, "model.safetensors", config)
+    rundir.write_checkpoint(out_dir, {**keep, "recipe": recipe, "representation": described, "refitted_from": str(run_dir)},
+                            {"model.safetensors": model, "representation.safetensors": new.state_dict()})
+    return report
+
+
 # --- sampling ---------------------------------------------------------------------------------------
 class NonFiniteSamples(RuntimeError):
     """A sampler produced NaN or infinite values; nothing is written."""

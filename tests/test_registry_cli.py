@@ -108,6 +108,10 @@ def test_cli_errors_are_one_line_with_the_fix(tmp_path):
     assert len(lines) == 1 and "no recipe named 'no-such-recipe'" in lines[0] and "Traceback" not in res.stderr
     res = run_cli("sample", str(tmp_path))
     assert res.returncode == 2 and "not a diffkit run" in res.stderr
+    res = run_cli("refit-first-stage", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "needs at least one --set KEY=VALUE" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli("refit-first-stage", str(tmp_path), "--out", str(tmp_path / "x"), "--set", "learned_kind")
+    assert res.returncode == 2 and "--set takes KEY=VALUE" in res.stderr
     res = run_cli("--debug", "sample", str(tmp_path))
     assert res.returncode != 0 and "Traceback" in res.stderr
 

@@ -150,3 +150,34 @@ def test_a_run_whose_first_stage_weights_are_corrupt_is_refused(tmp_path):
 def test_fixed_representation_base_refuses_weights():
     with pytest.raises(RepresentationError, match="fixed and takes no weights"):
         Representation().load_state_dict({"w": torch.zeros(1)})
+
+
+def test_a_first_stage_is_refitted_under_options_that_keep_its_codes_and_refused_under_others(tmp_path):
+    """refit_first_stage: a new first stage for a trained diffusion stage (e.g. a better vocoder), written to a new
+    run with the model's weights untouched; options that change the codes the diffusion learned are refused."""
+    from diffkit.rundir import load_tensors, read_config
+    from diffkit.runs import refit_first_stage
+
+    with private_cache(tmp_path / "cache"):
+        train(_two_stage_recipe(), tmp_path / "run", progress=False)
+        report = refit_first_stage(tmp_path / "run", tmp_path / "refit", {"dim": 2})
+        with pytest.raises(RepresentationError, match="change the first stage's codes"):
+            refit_first_stage(tmp_path / "run", tmp_path / "refused", {"dim": 1})
+        with pytest.raises(ValueError, match="writes a new run"):
+            refit_first_stage(tmp_path / "run", tmp_path / "run", {"dim": 2})
+    assert not (tmp_path / "refused").exists() and "key" in report
+    old, new = read_config(tmp_path / "run"), read_config(tmp_path / "refit")
+    assert new["recipe"]["representation"]["options"] == {"dim": 2} and new["representation"]["config"] == {"dim": 2}
+    assert new["refitted_from"] == str(tmp_path / "run") and new["step"] == old["step"]
+    before, after = load_tensors(tmp_path / "run", "model.safetensors", old), load_tensors(tmp_path / "refit", "model.safetensors", new)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with private_cache(tmp_path / "empty-cache"):
+        summary = sample_run(tmp_path / "refit", n=8, steps=2, progress=False)
+    assert summary["n"] == 8
+    gmm = tmp_path / "one-stage"
+    with private_cache(tmp_path / "cache"):
+        recipe = _two_stage_recipe()
+        del recipe["representation"]
+        train(recipe, gmm, progress=False)
+        with pytest.raises(RepresentationError, match="one-stage run"):
+            refit_first_stage(gmm, tmp_path / "x", {"dim": 2})
