@@ -20,6 +20,7 @@ in further rows, so a decoder change is measured on the very codes the first row
 
     python benchmarks/spoken_digits_stages.py spoken-digits-mel --settings 2@10 --n 500
     python benchmarks/spoken_digits_stages.py spoken-digits-mel --vocoder-noise 0 1 --vocoder-minutes 8
+    python benchmarks/spoken_digits_stages.py spoken-digits-mel --vocoder-noise 1 2 --vocoder-kind istft --vocoder-layers 8
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vocoder-noise", type=float, nargs="*", default=[], help="retrain the learned vocoder with these augmentation levels")
     parser.add_argument("--vocoder-minutes", type=float, default=8.0, help="training time of each retrained vocoder")
+    parser.add_argument("--vocoder-kind", default=None, help="the retrained vocoders' learned_kind (upsample or istft; default: the run's)")
+    parser.add_argument("--vocoder-channels", type=int, default=None, help="the retrained vocoders' learned_channels (default: the run's)")
+    parser.add_argument("--vocoder-layers", type=int, default=None, help="the retrained istft vocoders' learned_layers (default: the run's)")
     parser.add_argument("--out", default=f"benchmarks/results/spoken-digits-stages-{dt.date.today().isoformat()}.json")
     args = parser.parse_args(argv)
     from diffkit.cpu import flush_denormals
@@ -104,11 +108,14 @@ def main(argv=None) -> int:
                  (f"sampled frames -> vocoder ({text})", None, features_of_waves(rep.decode(codes)))]
     for noise in args.vocoder_noise:
         torch.manual_seed(0)
-        retrained = type(rep)(space, **{**rep.options, "learned_noise": noise, "learned_minutes": args.vocoder_minutes, "learned_steps": 10**6})
+        changes = {"learned_kind": args.vocoder_kind, "learned_channels": args.vocoder_channels, "learned_layers": args.vocoder_layers}
+        options = {**rep.options, **{k: v for k, v in changes.items() if v is not None}}
+        retrained = type(rep)(space, **{**options, "learned_noise": noise, "learned_minutes": args.vocoder_minutes, "learned_steps": 10**6})
         report.setdefault("vocoders", {})[str(noise)] = retrained.fit(train)
         retrained.mean, retrained.std = rep.mean, rep.std  # the run's own standardisation decodes its codes
-        rows.append((f"real frames -> vocoder retrained, noise {noise:g}", None, features_of_waves(retrained.decode(real_codes))))
-        rows += [(f"sampled frames -> vocoder retrained, noise {noise:g} ({text})", None, features_of_waves(retrained.decode(codes))) for text, codes in sampled]
+        which = f"{options.get('learned_kind', 'upsample')} vocoder retrained, noise {noise:g}"
+        rows.append((f"real frames -> {which}", None, features_of_waves(retrained.decode(real_codes))))
+        rows += [(f"sampled frames -> {which} ({text})", None, features_of_waves(retrained.decode(codes))) for text, codes in sampled]
     for name, seconds, feats in rows:
         row = {"row": name, "fd": fd(feats), **({"sampling_seconds": seconds} if seconds is not None else {})}
         report["rows"].append(row)
