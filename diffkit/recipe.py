@@ -212,9 +212,34 @@ class Run:
         """Samples of :attr:`space` as data elements (decoded by the representation in a two-stage run)."""
         if self.representation is None:
             return items
+        self.check_decoder()
         from diffkit.representations import decode_in_batches
 
         return decode_in_batches(self.representation, items)
+
+    def check_decoder(self) -> None:
+        """Make the first stage ready to decode: wait for a decoder fitted beside the diffusion; refuse, in one line, a
+        checkpoint written before such a decoder was done (its decoder is untrained)."""
+        if self.decoder_pending:
+            self.finish_first_stage()
+        if self.extra.get("decoder_unfitted"):
+            from diffkit.representations import RepresentationError
+
+            where = self.extra["decoder_unfitted"]
+            raise RepresentationError(f"{where} was written while its first stage's decoder was still being fitted beside the diffusion, so it "
+                                      f"cannot decode; sample the finished run, or fit a decoder with 'diffkit refit-first-stage {where} --out NEW'")
+
+    @property
+    def decoder_pending(self) -> bool:
+        """Whether the first stage's decoder is still being fitted beside the diffusion (``[representation] fit = "beside"``)."""
+        return self.extra.get("decoder_fit") is not None
+
+    def finish_first_stage(self) -> dict:
+        """Wait for a decoder fitted beside the diffusion and load it; returns the first stage's report."""
+        pending = self.extra.pop("decoder_fit", None)
+        if pending is not None:
+            self.extra["representation_report"] = pending.wait()
+        return self.extra.get("representation_report", {})
 
     @property
     def num_classes(self) -> int:
@@ -259,20 +284,29 @@ def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Spac
     A recipe with a ``[representation]`` table is two-stage: the first stage is built over the dataset's space
     and fitted on the training data (or read from its cache, :func:`diffkit.representations.fit_representation`),
     the training data is encoded (``Run.encoded``), and the diffusion and backbone are built on the
-    representation's space. ``representation`` passes one already built and loaded (a trained run's)."""
+    representation's space. ``representation`` passes one already built and loaded (a trained run's).
+
+    With ``[representation] fit = "beside"`` only the codes are fitted here; the decoder is fitted in a process of
+    its own (:class:`diffkit.representations.DecoderFit`) while the caller trains the diffusion, and
+    :meth:`Run.finish_first_stage` (called by training at its end, and before any decoding) waits for it."""
     spec = recipe.get("representation")
     if spec and representation is None and (space is None or stats is None):
-        from diffkit.representations import EncodedDataset, build_representation, encode_in_batches, fit_representation
+        from diffkit.representations import EncodedDataset, build_representation, encode_in_batches, fit_mode, fit_representation
 
         dataset = dataset if dataset is not None else load_dataset(recipe, "train")
         representation = build_representation(spec, dataset.space)
+        beside = fit_mode(spec, representation) == "beside"
         elements, labels = split_items(dataset)
         elements = [dataset.space.validate(e) for e in elements]
-        report = fit_representation(representation, elements, labels, data=recipe["data"], seed=int(recipe.get("seed", 0)), cache=bool(spec.get("cache", True)))
+        fitted = fit_representation(representation, elements, labels, data=recipe["data"], seed=int(recipe.get("seed", 0)),
+                                    cache=bool(spec.get("cache", True)), beside=beside)
+        report, pending = fitted if beside else (fitted, None)
         encoded = EncodedDataset(encode_in_batches(representation, elements), labels, representation.space)
         run = build_run(recipe, encoded, stats=stats, representation=representation)
         run.dataset, run.encoded = dataset, encoded
         run.extra["representation_report"] = report
+        if pending is not None:
+            run.extra["decoder_fit"] = pending
         return run
     if space is None or stats is None:
         dataset = dataset if dataset is not None else load_dataset(recipe, "train")

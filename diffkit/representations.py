@@ -63,6 +63,19 @@ class Representation:
     def fit(self, elements: Sequence[Any], labels: Sequence[int] | None = None) -> dict:
         return {}
 
+    #: True where ``fit`` is ``fit_codes`` then ``fit_decoder`` and the second leaves ``encode`` unchanged (a fixed
+    #: transform with a learned decoder: log-mel frames and a vocoder). The decoder may then be fitted in a process of
+    #: its own while the diffusion trains on the codes (``[representation] fit = "beside"``, :class:`DecoderFit`).
+    decoder_fits_apart = False
+
+    def fit_codes(self, elements: Sequence[Any], labels: Sequence[int] | None = None) -> dict:
+        """Fit what ``encode`` depends on and nothing more (representations with ``decoder_fits_apart``)."""
+        raise NotImplementedError(f"representation {self.name!r} does not fit its decoder apart")
+
+    def fit_decoder(self, elements: Sequence[Any], labels: Sequence[int] | None = None) -> dict:
+        """Fit the decoder of the codes ``fit_codes`` fixed, leaving ``encode`` as it is (``decoder_fits_apart``)."""
+        raise NotImplementedError(f"representation {self.name!r} does not fit its decoder apart")
+
     def config(self) -> dict:
         return {}
 
@@ -150,9 +163,9 @@ def build_representation(spec: dict, data_space: Space) -> Representation:
 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise RepresentationError(f"[representation] must name one: name = \"...\" (see diffkit plugins), got {spec!r}")
-    unknown = set(spec) - {"name", "options", "config", "space", "cache"}
+    unknown = set(spec) - {"name", "options", "config", "space", "cache", "fit"}
     if unknown:
-        raise RepresentationError(f"[representation] has unknown key(s) {sorted(unknown)}; it takes name, options and cache")
+        raise RepresentationError(f"[representation] has unknown key(s) {sorted(unknown)}; it takes name, options, cache and fit")
     try:
         factory = load("representations", spec["name"])
     except RegistryError as exc:
@@ -181,36 +194,161 @@ def fit_key(rep: Representation, data: dict, seed: int) -> str:
 _LOCK = threading.Lock()
 
 
-def fit_representation(rep: Representation, elements: list, labels: list | None, *, data: dict, seed: int = 0, cache: bool = True) -> dict:
-    """Fit ``rep`` on training elements, or load the cached fit of the same configuration; returns its report
-    (``{"key", "cached", ...fit report}``). Fixed representations are fitted every time (it costs nothing)."""
-    if not rep.learned:
-        return {**(rep.fit(elements, labels) or {}), "cached": False}
-    from safetensors.torch import load_file, save_file
+FIT_MODES = ("before", "beside")
 
-    key = fit_key(rep, data, seed)
+
+def fit_mode(spec: dict, rep: Representation) -> str:
+    """The recipe's ``[representation] fit``: ``before`` (default; the whole first stage is fitted before the diffusion
+    trains) or ``beside`` (the codes first, then the decoder in a process of its own while the diffusion trains)."""
+    mode = spec.get("fit", "before")
+    if mode not in FIT_MODES:
+        raise RepresentationError(f"[representation] fit must be one of {', '.join(FIT_MODES)}, got {mode!r}")
+    if mode == "beside" and not (rep.learned and rep.decoder_fits_apart):
+        raise RepresentationError(f"[representation] fit = \"beside\" needs a learned first stage whose decoder fits apart from its codes; "
+                                  f"representation {rep.name!r} does not, so remove the line")
+    return mode
+
+
+def _cached_fit(rep: Representation, key: str) -> tuple[Path, Path]:
     weights = cache_dir() / f"{rep.name}-{key}.safetensors"
-    meta = weights.with_suffix(".json")
+    return weights, weights.with_suffix(".json")
+
+
+def _load_cached(rep: Representation, key: str) -> dict | None:
+    """The cached fit's report with its weights loaded into ``rep``, or None where there is none."""
+    from safetensors.torch import load_file
+
+    weights, meta = _cached_fit(rep, key)
+    if not (weights.exists() and meta.exists()):
+        return None
+    try:
+        rep.load_state_dict(load_file(str(weights)))
+        return {**json.loads(meta.read_text())["report"], "key": key, "cached": True}
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the file to delete
+        raise RepresentationError(f"cached representation {weights} is unreadable ({type(exc).__name__}: {exc}); delete {weights} and {meta} to refit it") from None
+
+
+def _store_cached(rep: Representation, key: str, report: dict, data: dict, seed: int) -> None:
+    from safetensors.torch import save_file
+
+    weights, meta = _cached_fit(rep, key)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tag = f".{os.getpid()}-{threading.get_ident()}.tmp"
+    tmp_w, tmp_m = weights.with_name(weights.name + tag), meta.with_name(meta.name + tag)
+    save_file({k: v.detach().contiguous().cpu() for k, v in rep.state_dict().items()}, str(tmp_w), metadata={"key": key})
+    tmp_m.write_text(json.dumps({"key": key, "representation": rep.name, "config": rep.config(), "data": data, "seed": seed, "report": report},
+                                indent=2, sort_keys=True, default=str))
+    os.replace(tmp_w, weights)  # weights first: a JSON file present means its weights are whole
+    os.replace(tmp_m, meta)
+
+
+def fit_representation(rep: Representation, elements: list, labels: list | None, *, data: dict, seed: int = 0, cache: bool = True,
+                       beside: bool = False) -> dict | tuple[dict, "DecoderFit | None"]:
+    """Fit ``rep`` on training elements, or load the cached fit of the same configuration; returns its report
+    (``{"key", "cached", ...fit report}``). Fixed representations are fitted every time (it costs nothing).
+
+    With ``beside`` (a representation with ``decoder_fits_apart``) only the codes are fitted here and the decoder is
+    fitted by a :class:`DecoderFit` started in a process of its own; returns ``(report, decoder_fit)``, the second None
+    where the cache already held the whole fit. ``decoder_fit.wait()`` then finishes ``rep`` and the cache."""
+    if not rep.learned:
+        report = {**(rep.fit(elements, labels) or {}), "cached": False}
+        return (report, None) if beside else report
+    key = fit_key(rep, data, seed)
     with _LOCK:
-        if cache and weights.exists() and meta.exists():
-            try:
-                rep.load_state_dict(load_file(str(weights)))
-                return {**json.loads(meta.read_text())["report"], "key": key, "cached": True}
-            except Exception as exc:  # noqa: BLE001 - re-raised naming the file to delete
-                raise RepresentationError(f"cached representation {weights} is unreadable ({type(exc).__name__}: {exc}); delete {weights} and {meta} to refit it") from None
+        report = _load_cached(rep, key) if cache else None
+        if report is not None:
+            return (report, None) if beside else report
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
+            if beside:
+                codes_report = dict(rep.fit_codes(elements, labels) or {})
+                pending = DecoderFit(rep, elements, labels, key=key, data=data, seed=int(seed), cache=cache, codes_report=codes_report)
+                return {**codes_report, "decoder": "fitting beside the diffusion", "key": key, "cached": False}, pending
             report = dict(rep.fit(elements, labels) or {})
         if cache:
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            tag = f".{os.getpid()}-{threading.get_ident()}.tmp"
-            tmp_w, tmp_m = weights.with_name(weights.name + tag), meta.with_name(meta.name + tag)
-            save_file({k: v.detach().contiguous().cpu() for k, v in rep.state_dict().items()}, str(tmp_w), metadata={"key": key})
-            tmp_m.write_text(json.dumps({"key": key, "representation": rep.name, "config": rep.config(), "data": data, "seed": seed, "report": report},
-                                        indent=2, sort_keys=True, default=str))
-            os.replace(tmp_w, weights)  # weights first: a JSON file present means its weights are whole
-            os.replace(tmp_m, meta)
+            _store_cached(rep, key, report, data, seed)
     return {**report, "key": key, "cached": False}
+
+
+def _fit_decoder_job(rep: Representation, elements: list, labels: list | None, seed: int, threads: int, path: str) -> None:
+    """The body of a :class:`DecoderFit`'s process: fit the decoder, write its weights and report to ``path``."""
+    from safetensors.torch import save_file
+
+    from diffkit.cpu import flush_denormals
+
+    flush_denormals()
+    torch.set_num_threads(threads)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        report = dict(rep.fit_decoder(elements, labels) or {})
+    tmp = path + ".tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in rep.state_dict().items()}, tmp,
+              metadata={"report": json.dumps(report, default=str)})
+    os.replace(tmp, path)
+
+
+class DecoderFit:
+    """A first stage's decoder fitted in a process of its own while the diffusion trains on the codes.
+
+    A log-mel representation's codes need only band statistics; its vocoder is a network of its own that the diffusion
+    never sees. Fitted one after the other, the two stages share the machine's budget in turn; fitted side by side,
+    each runs for the whole of it (``threads`` torch threads for the decoder, the rest for the diffusion). The process
+    receives the representation with its codes fitted, runs ``rep.fit_decoder`` under the recipe's seed and writes the
+    weights to a temporary file; :meth:`wait` loads them into ``rep``, stores the whole fit in the cache and returns the
+    report. A failed fit raises there, naming what to do; the process dies with its parent."""
+
+    def __init__(self, rep: Representation, elements: list, labels: list | None, *, key: str, data: dict, seed: int, cache: bool,
+                 codes_report: dict, threads: int = 1):
+        import multiprocessing
+        import tempfile
+
+        self.rep, self.key, self.data, self.seed, self.cache, self.codes_report = rep, key, data, seed, cache, codes_report
+        self.folder = Path(tempfile.mkdtemp(prefix="diffkit-decoder-"))
+        self.path = self.folder / "decoder.safetensors"
+        self.parent_threads = torch.get_num_threads()
+        self.threads = int(threads)
+        context = multiprocessing.get_context("spawn")  # a fork would copy torch's thread pool in whatever state it is
+        self.process = context.Process(target=_fit_decoder_job, args=(rep, elements, labels, seed, self.threads, str(self.path)), daemon=True)
+        self.process.start()
+        torch.set_num_threads(max(1, self.parent_threads - self.threads))  # the diffusion takes the other threads
+
+    def running(self) -> bool:
+        return self.process.is_alive()
+
+    def wait(self) -> dict:
+        """Wait for the decoder's fit; load it into the representation and return the first stage's whole report."""
+        import shutil
+
+        from safetensors import safe_open
+
+        self.process.join()
+        torch.set_num_threads(self.parent_threads)
+        try:
+            if self.process.exitcode != 0 or not self.path.exists():
+                raise RepresentationError(f"the first stage's decoder, fitted beside the diffusion, failed (exit code {self.process.exitcode}; its "
+                                          f"error is printed above); the diffusion's checkpoints are kept: fix the cause and run "
+                                          f"'diffkit refit-first-stage' on the run, or set [representation] fit = \"before\"")
+            with safe_open(str(self.path), "pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                decoder_report = json.loads((f.metadata() or {}).get("report", "{}"))
+            self.rep.load_state_dict(tensors)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        report = {**self.codes_report, **decoder_report}
+        if self.cache:
+            with _LOCK:
+                _store_cached(self.rep, self.key, report, self.data, self.seed)
+        return {**report, "fit": "beside", "key": self.key, "cached": False}
+
+    def stop(self) -> None:
+        """End the fit unfinished (training stopped with an error)."""
+        import shutil
+
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        torch.set_num_threads(self.parent_threads)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def encode_in_batches(rep: Representation, elements: list, batch_size: int = 512) -> list:
@@ -232,5 +370,5 @@ def pca(space: Space, **options) -> PCARepresentation:
     return PCARepresentation(space, **options)
 
 
-__all__ = ["EncodedDataset", "PCARepresentation", "Representation", "RepresentationError", "build_representation", "cache_dir",
-           "decode_in_batches", "encode_in_batches", "fit_key", "fit_representation", "pca"]
+__all__ = ["DecoderFit", "EncodedDataset", "FIT_MODES", "PCARepresentation", "Representation", "RepresentationError", "build_representation",
+           "cache_dir", "decode_in_batches", "encode_in_batches", "fit_key", "fit_mode", "fit_representation", "pca"]

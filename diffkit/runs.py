@@ -46,6 +46,8 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> 
     run.denoiser.backbone.load_state_dict(state)
     run.denoiser.to(device).eval()
     run.extra["config"] = config
+    if (config.get("representation") or {}).get("report", {}).get("decoder_pending"):
+        run.extra["decoder_unfitted"] = str(run_dir)
     return run
 
 
@@ -154,6 +156,8 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     whose labels are then returned as the samples' labels (and condition a class-conditional model)."""
     from diffkit.samplers import sample as run_sampler
 
+    if run.representation is not None:
+        run.check_decoder()  # before anything is drawn
     cfg = run.recipe["sample"]
     sampler = sampler or cfg["sampler"]
     if isinstance(sampler, str):  # checked before anything is drawn, so the error never shares a line with a progress bar

@@ -181,3 +181,123 @@ def test_a_first_stage_is_refitted_under_options_that_keep_its_codes_and_refused
         train(recipe, gmm, progress=False)
         with pytest.raises(RepresentationError, match="one-stage run"):
             refit_first_stage(gmm, tmp_path / "x", {"dim": 2})
+
+
+class ApartPCA(PCARepresentation):
+    """PCA whose decoder (the map back from codes) is fitted apart from its codes, as a vocoder is beside log-mel frames.
+    Until ``fit_decoder`` has run, ``decode`` returns the mean only. ``gate``: a file the decoder's fit waits for, so a
+    test controls when it finishes; ``fail``: the decoder's fit raises."""
+
+    name = "apart-pca"
+    decoder_fits_apart = True
+
+    def __init__(self, space, dim=None, gate="", fail=False):
+        super().__init__(space, dim)
+        self.gate, self.fail = str(gate), bool(fail)
+        self.back = torch.zeros(self.dim, space.dim)
+
+    def fit(self, elements, labels=None):
+        return {**self.fit_codes(elements, labels), **self.fit_decoder(elements, labels)}
+
+    def fit_codes(self, elements, labels=None):
+        return PCARepresentation.fit(self, elements, labels)
+
+    def fit_decoder(self, elements, labels=None):
+        import os
+        import time
+        from pathlib import Path
+
+        deadline = time.monotonic() + 120
+        while self.gate and not Path(self.gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.fail:
+            raise RuntimeError("the decoder's fit failed on purpose")
+        self.back = (self.components * self.scale).T.contiguous()
+        return {"decoder_pid": os.getpid()}
+
+    def decode(self, codes):
+        z = torch.stack([self.space.validate(c) for c in codes])
+        return list(self.mean + z @ self.back)
+
+    def config(self):
+        return {"dim": self.dim, "gate": self.gate, "fail": self.fail}
+
+    def state_dict(self):
+        return {**super().state_dict(), "back": self.back}
+
+    def load_state_dict(self, tensors):
+        super().load_state_dict(tensors)
+        self.back = tensors["back"].float()
+
+
+def _beside_recipe(**options):
+    recipe = _two_stage_recipe()
+    recipe["representation"] = {"name": "apart-pca", "options": options, "fit": "beside"}
+    return recipe
+
+
+@pytest.fixture
+def apart_pca():
+    from diffkit import registry
+
+    registry.register("representations", "apart-pca", ApartPCA)
+    yield ApartPCA
+    registry.unregister("representations", "apart-pca")
+
+
+def test_a_decoder_fitted_beside_the_diffusion_joins_the_run_at_its_end(tmp_path, apart_pca):
+    """[representation] fit = "beside": the codes are fitted first, the decoder in a process of its own while the
+    diffusion trains; a checkpoint written meanwhile refuses to decode; the last one holds both stages, and the
+    cache then holds the whole fit, so the next run starts no process."""
+    import os
+
+    from diffkit.rundir import read_config
+    from diffkit.training.trainer import Trainer
+
+    gate = tmp_path / "gate"
+    recipe = _beside_recipe(gate=str(gate))
+    with private_cache(tmp_path / "cache"):
+        trainer = Trainer(recipe, tmp_path / "run", progress=False)
+        assert trainer.run.decoder_pending and trainer.run.extra["representation_report"]["decoder"] == "fitting beside the diffusion"
+        codes = torch.stack(trainer.run.encoded.codes)
+        assert torch.allclose(codes.std(0), torch.ones(2), atol=0.05)  # the codes were fitted before the diffusion starts
+        trainer.save_checkpoint()  # the decoder is still waiting for its gate
+        assert read_config(tmp_path / "run")["representation"]["report"]["decoder_pending"] is True
+        with pytest.raises(RepresentationError, match="still being fitted beside the diffusion.*refit-first-stage"):
+            generate(load_run(tmp_path / "run"), 4, steps=2)
+        gate.touch()
+        trainer.fit()
+        report = read_config(tmp_path / "run")["representation"]["report"]
+        assert report["fit"] == "beside" and "decoder_pending" not in report and report["decoder_pid"] != os.getpid()
+        run = load_run(tmp_path / "run")
+        x = torch.stack(_points()[:50])[:, :2]
+        back = torch.stack(run.representation.decode(run.representation.encode(list(x))))
+        assert torch.allclose(back, x, atol=1e-4)  # the decoder was fitted (the unfitted one returns the mean)
+        items, _, _ = generate(run, 8, steps=2)
+        assert torch.stack(items).shape == (8, 2)
+        again = build_run(recipe)
+        assert not again.decoder_pending and again.extra["representation_report"]["cached"]
+        assert torch.equal(again.representation.back, run.representation.back)
+
+
+def test_a_failed_decoder_beside_the_diffusion_is_reported_and_the_diffusion_kept(tmp_path, apart_pca):
+    from diffkit.rundir import read_config
+
+    with private_cache(tmp_path / "cache"):
+        with pytest.raises(RepresentationError, match="fitted beside the diffusion, failed .*refit-first-stage"):
+            train(_beside_recipe(fail=True), tmp_path / "run", progress=False)
+        config = read_config(tmp_path / "run")
+        assert config["step"] == 3 and config["representation"]["report"]["decoder_pending"] is True
+        with pytest.raises(RepresentationError, match="still being fitted"):
+            generate(load_run(tmp_path / "run"), 4, steps=2)
+
+
+def test_fit_beside_is_refused_where_the_first_stage_cannot_split(tmp_path):
+    recipe = _two_stage_recipe()
+    with private_cache(tmp_path):
+        recipe["representation"]["fit"] = "beside"
+        with pytest.raises(RepresentationError, match="decoder fits apart from its codes; representation 'pca' does not"):
+            build_run(recipe)
+        recipe["representation"]["fit"] = "sideways"
+        with pytest.raises(RepresentationError, match="fit must be one of before, beside"):
+            build_run(recipe)

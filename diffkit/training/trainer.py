@@ -183,8 +183,8 @@ class Trainer:
         extra = {}
         if self.run.representation is not None:  # the first stage travels with the run, so sampling needs no cache
             rep = self.run.representation
-            extra["representation"] = {**rep.spec(), "data_space": {"name": rep.data_space.name, "config": rep.data_space.config()},
-                                       "report": self.run.extra.get("representation_report", {})}
+            report = {**self.run.extra.get("representation_report", {}), **({"decoder_pending": True} if self.run.decoder_pending else {})}
+            extra["representation"] = {**rep.spec(), "data_space": {"name": rep.data_space.name, "config": rep.data_space.config()}, "report": report}
             files["representation.safetensors"] = rep.state_dict()
         tensors, groups = self._trainer_tensors()
         write_checkpoint(self.out_dir, {
@@ -254,6 +254,23 @@ class Trainer:
         )
 
     def fit(self) -> dict:
+        """Train to ``steps`` or the time budget; a first-stage decoder fitted beside the diffusion is waited for
+        before the last checkpoint, which then holds both stages (earlier checkpoints say theirs was pending)."""
+        try:
+            result = self._fit()
+            if self.run.decoder_pending:
+                self._log({"step": self.step, "event": "waiting for the first stage's decoder"})
+                t0 = time.perf_counter()
+                self.run.finish_first_stage()
+                self._log({"step": self.step, "event": "first stage's decoder fitted", "waited_seconds": time.perf_counter() - t0})
+                self.save_checkpoint()
+            return result
+        finally:
+            pending = self.run.extra.pop("decoder_fit", None)
+            if pending is not None:  # training stopped with an error: the decoder's fit ends with it
+                pending.stop()
+
+    def _fit(self) -> dict:
         from diffkit.progress import progress_bar
 
         total, B = int(self.cfg["steps"]), int(self.cfg["batch_size"])

@@ -96,21 +96,36 @@ class LogMel(Representation):
         return torch.stack([self.data_space.validate(e) for e in elements])
 
     def fit(self, elements, labels=None) -> dict:
+        report = self.fit_codes(elements, labels)
+        if self.learned_vocoder is not None:
+            report.update(self.fit_decoder(elements, labels))
+        return report
+
+    @property
+    def decoder_fits_apart(self) -> bool:
+        """The codes need only the band statistics; a learned vocoder can be fitted beside the diffusion (``fit = "beside"``)."""
+        return self.learned_vocoder is not None
+
+    def fit_codes(self, elements, labels=None) -> dict:
+        """The per-band mean and deviation of the training clips' log-mel frames, which ``encode`` standardises with."""
         m = self.log_mel(self._waves(elements))
         self.mean, self.std = m.mean((0, 2)), m.std((0, 2)).clamp_min(1e-3)
-        report = {"n_train": len(elements), "log_mel_range": [float(m.min()), float(m.max())]}
-        if self.learned_vocoder is not None:
-            from diffkit.progress import progress_bar
+        return {"n_train": len(elements), "log_mel_range": [float(m.min()), float(m.max())]}
 
-            from diffkit_audio.vocoder import train_vocoder
+    def fit_decoder(self, elements, labels=None) -> dict:
+        """Train the learned vocoder on the training clips (after :meth:`fit_codes`: its noise is in band deviations)."""
+        from diffkit.progress import progress_bar
 
-            o = self.options
-            with progress_bar(o["learned_steps"], "mel vocoder") as bar:
-                report["vocoder"] = train_vocoder(self.learned_vocoder, self._waves(elements), self.log_mel, steps=o["learned_steps"],
-                                                  minutes=o["learned_minutes"], batch_size=o["learned_batch"], lr=o["learned_lr"],
-                                                  seed=torch.initial_seed(), noise=o.get("learned_noise", 0.0), band_std=self.std,
-                                                  progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))
-        return report
+        from diffkit_audio.vocoder import train_vocoder
+
+        if self.learned_vocoder is None:
+            raise RepresentationError("representation 'log-mel' has no learned vocoder to fit; set vocoder = \"learned\"")
+        o = self.options
+        with progress_bar(o["learned_steps"], "mel vocoder") as bar:
+            return {"vocoder": train_vocoder(self.learned_vocoder, self._waves(elements), self.log_mel, steps=o["learned_steps"],
+                                             minutes=o["learned_minutes"], batch_size=o["learned_batch"], lr=o["learned_lr"],
+                                             seed=torch.initial_seed(), noise=o.get("learned_noise", 0.0), band_std=self.std,
+                                             progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))}
 
     @torch.no_grad()
     def encode(self, elements) -> list:

@@ -176,3 +176,24 @@ def test_an_istft_first_stage_is_fitted_saved_restored_and_not_confused_with_the
         LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16).load_state_dict(rep.state_dict())
     with pytest.raises(RepresentationError, match="learned_kind must be one of upsample, istft"):
         LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_kind="hifigan")
+
+
+def test_a_learned_vocoder_fits_apart_from_the_codes_as_fit_would_fit_it():
+    """decoder_fits_apart: fit = fit_codes (band statistics, all that encode needs) then fit_decoder (the vocoder), so
+    the core may fit the vocoder beside the diffusion; under one seed the two routes give the same first stage."""
+    space = AudioSpace(channels=1, length=1024, sample_rate=8000)
+    clips = list(tones(12))
+    options = dict(n_mels=20, hop=64, layout="sequence", vocoder="learned", learned_kind="istft", learned_channels=16, learned_layers=2,
+                   learned_steps=3, learned_batch=4)
+    torch.manual_seed(5)
+    whole = LogMel(space, **options)
+    whole.fit(clips)
+    torch.manual_seed(5)
+    apart = LogMel(space, **options)  # the same initial vocoder
+    apart.fit_codes(clips)
+    assert torch.equal(apart.mean, whole.mean) and torch.equal(torch.stack(apart.encode(clips)), torch.stack(whole.encode(clips)))
+    codes = apart.encode(clips)
+    assert apart.fit_decoder(clips)["vocoder"]["steps"] == 3
+    assert torch.equal(torch.stack(apart.encode(clips)), torch.stack(codes))  # fitting the decoder leaves the codes alone
+    assert all(torch.equal(a, b) for a, b in zip(apart.state_dict().values(), whole.state_dict().values()))
+    assert whole.decoder_fits_apart and not LogMel(space, n_mels=20, hop=64).decoder_fits_apart  # Griffin-Lim has nothing to fit
