@@ -228,6 +228,11 @@ def _load_cached(rep: Representation, key: str) -> dict | None:
         raise RepresentationError(f"cached representation {weights} is unreadable ({type(exc).__name__}: {exc}); delete {weights} and {meta} to refit it") from None
 
 
+def _plain_tensors(rep: Representation) -> dict[str, torch.Tensor]:
+    """``rep``'s weights as contiguous CPU tensors, as safetensors writes them."""
+    return {k: v.detach().contiguous().cpu() for k, v in rep.state_dict().items()}
+
+
 def _store_cached(rep: Representation, key: str, report: dict, data: dict, seed: int) -> None:
     from safetensors.torch import save_file
 
@@ -235,7 +240,7 @@ def _store_cached(rep: Representation, key: str, report: dict, data: dict, seed:
     weights.parent.mkdir(parents=True, exist_ok=True)
     tag = f".{os.getpid()}-{threading.get_ident()}.tmp"
     tmp_w, tmp_m = weights.with_name(weights.name + tag), meta.with_name(meta.name + tag)
-    save_file({k: v.detach().contiguous().cpu() for k, v in rep.state_dict().items()}, str(tmp_w), metadata={"key": key})
+    save_file(_plain_tensors(rep), str(tmp_w), metadata={"key": key})
     tmp_m.write_text(json.dumps({"key": key, "representation": rep.name, "config": rep.config(), "data": data, "seed": seed, "report": report},
                                 indent=2, sort_keys=True, default=str))
     os.replace(tmp_w, weights)  # weights first: a JSON file present means its weights are whole
@@ -282,8 +287,7 @@ def _fit_decoder_job(rep: Representation, elements: list, labels: list | None, s
         torch.manual_seed(seed)
         report = dict(rep.fit_decoder(elements, labels) or {})
     tmp = path + ".tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in rep.state_dict().items()}, tmp,
-              metadata={"report": json.dumps(report, default=str)})
+    save_file(_plain_tensors(rep), tmp, metadata={"report": json.dumps(report, default=str)})
     os.replace(tmp, path)
 
 
@@ -311,9 +315,6 @@ class DecoderFit:
         self.process = context.Process(target=_fit_decoder_job, args=(rep, elements, labels, seed, self.threads, str(self.path)), daemon=True)
         self.process.start()
         torch.set_num_threads(max(1, self.parent_threads - self.threads))  # the diffusion takes the other threads
-
-    def running(self) -> bool:
-        return self.process.is_alive()
 
     def wait(self) -> dict:
         """Wait for the decoder's fit; load it into the representation and return the first stage's whole report."""
