@@ -58,6 +58,18 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a [representation] option to change (repeatable); VALUE is read as JSON where it can be (1, 2.5, true), else as text")
 
+    s = sub.add_parser("tune-first-stage", help="train a two-stage run's decoder further on the diffusion's own reconstructions of the training data, keeping its diffusion stage")
+    s.add_argument("run_dir", metavar="RUN", help="a two-stage run directory or a shipped model's name")
+    s.add_argument("--out", required=True, help="run directory to write (the source is left as it was)")
+    s.add_argument("--minutes", type=float, required=True, help="how long the decoder trains")
+    s.add_argument("--share", type=float, default=0.8, help="the part of each batch decoded from the diffusion's codes (the rest: the data's own codes); default 0.8")
+    s.add_argument("--last", type=int, nargs=2, default=[3, 5], metavar=("K_LO", "K_HI"),
+                   help="each code is noised to one of the sampler's last K_LO..K_HI levels and sampled back from there; default 3 5")
+    s.add_argument("--sampler", default=None, help="sampler of the reconstructions (default: the recipe's)")
+    s.add_argument("--steps", type=int, default=None, help="the sampler's levels (default: the recipe's)")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the recipe's)")
+    s.add_argument("--seed", type=int, default=0)
+
     s = sub.add_parser("sample", help="draw samples from a trained run directory or a shipped model")
     s.add_argument("run_dir", metavar="RUN", help="directory written by 'diffkit train', or a shipped model's name ('diffkit pretrained')")
     s.add_argument("--n", type=int, default=None, help="number of samples (default: the recipe's)")
@@ -153,6 +165,16 @@ def _cmd_refit_first_stage(args) -> int:
         raise ValueError("refit-first-stage needs at least one --set KEY=VALUE: with the same options the fit would be the one the run has")
     report = refit_first_stage(resolve(args.run_dir)[0], args.out, options)
     print(json.dumps({"out": args.out, "options": options, "report": report}, indent=2, default=str))
+    return 0
+
+
+def _cmd_tune_first_stage(args) -> int:
+    from diffkit.pretrained import resolve
+    from diffkit.runs import tune_first_stage
+
+    report = tune_first_stage(resolve(args.run_dir)[0], args.out, minutes=args.minutes, share=args.share, last=tuple(args.last),
+                              sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed)
+    print(json.dumps({"out": args.out, "report": report}, indent=2, default=str))
     return 0
 
 
@@ -263,7 +285,7 @@ def _cmd_new_plugin(args) -> int:
     return 0
 
 
-COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "refit-first-stage": _cmd_refit_first_stage, "sample": _cmd_sample, "pretrained": _cmd_pretrained, "wheelhouse": _cmd_wheelhouse, "bench": _cmd_bench, "eval": _cmd_eval, "new-plugin": _cmd_new_plugin}
+COMMANDS = {"plugins": _cmd_plugins, "train": _cmd_train, "refit-first-stage": _cmd_refit_first_stage, "tune-first-stage": _cmd_tune_first_stage, "sample": _cmd_sample, "pretrained": _cmd_pretrained, "wheelhouse": _cmd_wheelhouse, "bench": _cmd_bench, "eval": _cmd_eval, "new-plugin": _cmd_new_plugin}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,6 +76,20 @@ class Representation:
         """Fit the decoder of the codes ``fit_codes`` fixed, leaving ``encode`` as it is (``decoder_fits_apart``)."""
         raise NotImplementedError(f"representation {self.name!r} does not fit its decoder apart")
 
+    #: True where :meth:`tune_decoder` can go on training the decoder on codes the diffusion made (the decoder is
+    #: learned and ``encode`` does not depend on it). ``diffkit tune-first-stage`` (:func:`diffkit.runs.tune_first_stage`)
+    #: then fits the decoder to what it will be asked to decode at sampling time.
+    decoder_tunes_on_codes = False
+
+    def tune_decoder(self, elements: Sequence[Any], codes: Sequence[Any], labels: Sequence[int] | None = None, *,
+                     minutes: float, share: float = 0.8, seed: int = 0) -> dict:
+        """Go on training the decoder for ``minutes`` so that ``decode(codes[i]) ≈ elements[i]``, where ``codes[i]``
+        is the diffusion's own reconstruction of ``encode(elements[i])`` (:func:`diffkit.runs.diffusion_reconstructions`);
+        ``share`` of each batch comes from these codes and the rest from the elements' own codes, so the decoder keeps
+        what it knew. ``encode`` must not change. Returns a JSON report."""
+        raise RepresentationError(f"representation {self.name!r} has no learned decoder to tune on the diffusion's codes; "
+                                  f"tune-first-stage applies to first stages with decoder_tunes_on_codes")
+
     def config(self) -> dict:
         return {}
 

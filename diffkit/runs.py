@@ -106,6 +106,106 @@ def refit_first_stage(run_dir: str | Path, out_dir: str | Path, options: dict, *
     return report
 
 
+def diffusion_reconstructions(run: Run, elements: list, labels: list | None = None, *, sampler: str | None = None, steps: int | None = None,
+                              guidance: float | None = None, last: tuple[int, int] = (3, 5), seed: int = 0, batch_size: int = 128) -> tuple[list, dict]:
+    """The diffusion's own codes for known elements, for a decoder to learn what sampling will hand it.
+
+    Each element's code ``z0 = encode(x)`` is noised to one level of the sampler's grid (``steps`` levels, the
+    sampler's declared schedule), ``z_t ~ q(z_t | z0)`` at ``t = times[steps - k]`` with ``k`` drawn per element
+    uniformly from ``last = (k_lo, k_hi)``, and the sampler runs its last ``k`` levels from there, class-conditioned
+    on the element's label with ``guidance``. The result ``ẑ`` carries the diffusion's own fine structure (what it
+    gets wrong in the last levels) while still describing ``x``, so ``(ẑ, x)`` is a training pair for the decoder
+    (ground-truth-aligned codes, as a TTS vocoder is fine-tuned on its acoustic model's frames). Defaults: the
+    recipe's ``[sample]`` sampler, steps and guidance. Returns the codes (in ``elements``' order) and a JSON report."""
+    from diffkit.representations import encode_in_batches
+    from diffkit.samplers import make_times, resolve as resolve_sampler
+
+    if run.representation is None:
+        raise RecipeError("diffusion_reconstructions: the run is one-stage (no [representation]); there are no codes to reconstruct")
+    cfg = run.recipe["sample"]
+    sampler = sampler or cfg["sampler"]
+    check_component("samplers", sampler, "sampler")
+    steps = positive_count(cfg["steps"] if steps is None else steps, "the number of sampling steps (--steps)")
+    guidance = cfg.get("guidance") if guidance is None else guidance
+    k_lo, k_hi = (int(v) for v in last)
+    if not 1 <= k_lo <= k_hi <= steps:
+        raise ValueError(f"last = ({k_lo}, {k_hi}): the levels sampled again must satisfy 1 <= first <= second <= steps ({steps}); e.g. last = (3, 5) of 10 steps")
+    if run.num_classes and labels is None:
+        raise ValueError("diffusion_reconstructions: the model is class-conditional; pass the elements' labels")
+    fn, spec = resolve_sampler(sampler)
+    diffusion = run.denoiser.diffusion
+    schedule = cfg.get("schedule") or (spec.schedule if spec is not None else "uniform")
+    if not diffusion.gaussian_fields and isinstance(schedule, str):
+        schedule = "uniform"
+    times = make_times(diffusion, steps, schedule)
+    opts = cfg.get("options", {}).get(sampler, {})
+    codes = encode_in_batches(run.representation, elements)
+    generator = torch.Generator().manual_seed(int(seed))
+    ks = torch.randint(k_lo, k_hi + 1, (len(codes),), generator=generator)
+    out: list = [None] * len(codes)
+    t0 = time.perf_counter()
+    for k in range(k_lo, k_hi + 1):
+        chosen = torch.nonzero(ks == k).flatten().tolist()
+        start = len(times) - k
+        for b in range(0, len(chosen), batch_size):
+            idx = chosen[b:b + batch_size]
+            z0 = run.space.collate([codes[i] for i in idx])
+            z_t, _ = diffusion.noise(z0, torch.full((len(idx),), float(times[start])), generator)
+            cond = torch.tensor([labels[i] for i in idx]) if run.num_classes else None
+            made = fn(guided(run.denoiser, cond, guidance), z_t, times[start:], generator=generator, **opts)
+            for i, code in zip(idx, run.space.decode(made)):
+                out[i] = code
+    report = {"n": len(codes), "sampler": sampler, "steps": steps, "guidance": guidance, "last": [k_lo, k_hi], "seed": int(seed),
+              "start_times": [float(times[len(times) - k]) for k in range(k_lo, k_hi + 1)], "seconds": time.perf_counter() - t0}
+    return out, report
+
+
+def tune_first_stage(run_dir: str | Path, out_dir: str | Path, *, minutes: float, share: float = 0.8, last: tuple[int, int] = (3, 5),
+                     sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0, atol: float = 1e-5) -> dict:
+    """A two-stage run whose decoder has gone on training, for ``minutes``, on the diffusion's own reconstructions of
+    the training elements (:func:`diffusion_reconstructions`; ``share`` of each batch, see
+    :meth:`~diffkit.representations.Representation.tune_decoder`); the diffusion stage is kept. The tuned first stage
+    must encode the training elements to the same codes as before, within ``atol``. The run is written to ``out_dir``
+    (model weights unchanged; the representation's weights and fit report updated with ``tune``; ``tuned_from``
+    naming the source; the recipe is unchanged, so a retraining from it does not tune). Returns the tuning's report."""
+    from diffkit.representations import RepresentationError, encode_in_batches
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    config = read_config(run_dir)
+    if not config.get("representation"):
+        raise RepresentationError(f"{run_dir} is a one-stage run (no [representation]); there is no decoder to tune")
+    if out_dir.resolve() == run_dir.resolve():
+        raise ValueError(f"tune_first_stage writes a new run; choose an --out other than {run_dir}")
+    if not (float(minutes) > 0 and float(minutes) < float("inf")):
+        raise ValueError(f"tune_first_stage: minutes must be a positive number, got {minutes!r}")
+    if not 0.0 < float(share) <= 1.0:
+        raise ValueError(f"tune_first_stage: share must lie in (0, 1] (the part of each batch taken from the diffusion's codes), got {share!r}")
+    run = load_run(run_dir)
+    rep = run.representation
+    if not rep.decoder_tunes_on_codes:
+        raise RepresentationError(f"representation {rep.name!r} of {run_dir} has no learned decoder to tune on the diffusion's codes")
+    run.check_decoder()
+    elements, labels = split_items(run.split("train"))
+    elements = [run.data_space.validate(e) for e in elements]
+    probe = elements[: min(len(elements), 512)]
+    before = torch.stack(encode_in_batches(rep, probe))
+    codes, made = diffusion_reconstructions(run, elements, labels, sampler=sampler, steps=steps, guidance=guidance, last=last, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        report = rep.tune_decoder(elements, codes, labels, minutes=float(minutes), share=float(share), seed=int(seed))
+    gap = float((before - torch.stack(encode_in_batches(rep, probe))).abs().max())
+    if not gap <= atol:
+        raise RepresentationError(f"representation {rep.name!r}: tune_decoder changed the codes (largest difference {gap:.3g} > {atol:g}); "
+                                  f"it must train the decoder only")
+    report = {"reconstructions": made, **report, "minutes": float(minutes), "share": float(share)}
+    keep = {k: v for k, v in config.items() if k not in ("format", "format_version", "checkpoint", "previous", "checksums", "representation")}
+    described = {**config["representation"], "report": {**config["representation"].get("report", {}), "tune": report}}
+    model = load_tensors(run_dir, "model.safetensors", config)
+    rundir.write_checkpoint(out_dir, {**keep, "representation": described, "tuned_from": str(run_dir)},
+                            {"model.safetensors": model, "representation.safetensors": rep.state_dict()})
+    return report
+
+
 # --- sampling ---------------------------------------------------------------------------------------
 class NonFiniteSamples(RuntimeError):
     """A sampler produced NaN or infinite values; nothing is written."""

@@ -301,3 +301,132 @@ def test_fit_beside_is_refused_where_the_first_stage_cannot_split(tmp_path):
         recipe["representation"]["fit"] = "sideways"
         with pytest.raises(RepresentationError, match="fit must be one of before, beside"):
             build_run(recipe)
+
+
+class TunablePCA(PCARepresentation):
+    """PCA with a learned linear decoder, ``decode(z) = mean + z @ back``, which ``tune_decoder`` refits by least
+    squares on pairs (a code, its element), taking the diffusion's reconstruction as the code for a ``share`` of them.
+    ``spoil``: the tuning also moves the mean, so ``encode`` changes (tune_first_stage must refuse that)."""
+
+    name = "tunable-pca"
+    decoder_tunes_on_codes = True
+
+    def __init__(self, space, dim=None, spoil=False):
+        super().__init__(space, dim)
+        self.spoil = bool(spoil)
+        self.back = torch.zeros(self.dim, space.dim)
+
+    def fit(self, elements, labels=None):
+        report = PCARepresentation.fit(self, elements, labels)
+        self.back = (self.components * self.scale).T.contiguous()
+        return report
+
+    def tune_decoder(self, elements, codes, labels=None, *, minutes, share=0.8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        take = torch.rand(len(codes), generator=g) < share
+        own = torch.stack(self.encode(elements))
+        z = torch.where(take[:, None], torch.stack(codes), own)
+        self.back = torch.linalg.lstsq(z, torch.stack(elements) - self.mean).solution
+        if self.spoil:
+            self.mean = self.mean + 1.0
+        return {"rows_from_diffusion": int(take.sum()), "minutes": minutes}
+
+    def decode(self, codes):
+        z = torch.stack([self.space.validate(c) for c in codes])
+        return list(self.mean + z @ self.back)
+
+    def config(self):
+        return {"dim": self.dim, "spoil": self.spoil}
+
+    def state_dict(self):
+        return {**super().state_dict(), "back": self.back}
+
+    def load_state_dict(self, tensors):
+        super().load_state_dict({k: v for k, v in tensors.items() if k != "back"})
+        self.back = tensors["back"].float()
+
+
+@pytest.fixture
+def tunable_pca():
+    from diffkit import registry
+
+    registry.register("representations", "tunable-pca", TunablePCA)
+    yield TunablePCA
+    registry.unregister("representations", "tunable-pca")
+
+
+def _tunable_run(tmp_path, **options):
+    recipe = _two_stage_recipe()
+    recipe["representation"] = {"name": "tunable-pca", "options": options}
+    with private_cache(tmp_path / "cache"):
+        train(recipe, tmp_path / "run", progress=False)
+    return tmp_path / "run"
+
+
+def test_diffusion_reconstructions_keep_each_elements_order_and_come_from_the_levels_asked(tmp_path, tunable_pca):
+    """From the sampler's last level (t near 0) a reconstruction is its own element's code, whatever the model; from its
+    first level (nearly pure noise) it is not. Every element gets one, in order, and the report names the start times."""
+    from diffkit.evaluation import split_items
+    from diffkit.runs import diffusion_reconstructions
+
+    run = load_run(_tunable_run(tmp_path))
+    elements, labels = split_items(run.split("train"))
+    elements = elements[:60]
+    codes = torch.stack(run.representation.encode(elements))
+    near, report = diffusion_reconstructions(run, elements, labels, steps=10, last=(1, 1), seed=0)
+    far, _ = diffusion_reconstructions(run, elements, labels, steps=10, last=(10, 10), seed=0)
+    assert len(near) == len(far) == 60 and report["n"] == 60 and report["last"] == [1, 1] and len(report["start_times"]) == 1
+    near_gap, far_gap = (torch.stack(near) - codes).norm(dim=1), (torch.stack(far) - codes).norm(dim=1)
+    assert near_gap.max() < 0.1 and far_gap.mean() > 0.5
+    again, _ = diffusion_reconstructions(run, elements, labels, steps=10, last=(2, 4), seed=3)
+    same, _ = diffusion_reconstructions(run, elements, labels, steps=10, last=(2, 4), seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(again, same))  # a seed fixes them
+    with pytest.raises(ValueError, match="1 <= first <= second <= steps"):
+        diffusion_reconstructions(run, elements, labels, steps=10, last=(4, 11))
+
+
+def test_a_decoder_is_tuned_on_the_diffusions_codes_and_the_diffusion_kept(tmp_path, tunable_pca):
+    """tune_first_stage writes a new run: the model's weights as they were, the decoder refitted on reconstructions
+    (so its weights changed), codes unchanged, the tuning's report recorded; it samples without the cache."""
+    from diffkit.rundir import load_tensors, read_config
+    from diffkit.runs import tune_first_stage
+
+    source = _tunable_run(tmp_path)
+    with private_cache(tmp_path / "cache"):
+        report = tune_first_stage(source, tmp_path / "tuned", minutes=0.5, share=0.75, last=(2, 3), steps=4)
+    assert report["rows_from_diffusion"] > 0 and report["reconstructions"]["last"] == [2, 3] and report["share"] == 0.75
+    old, new = read_config(source), read_config(tmp_path / "tuned")
+    assert new["tuned_from"] == str(source) and new["representation"]["report"]["tune"]["minutes"] == 0.5
+    assert new["recipe"] == old["recipe"] and new["step"] == old["step"]
+    before, after = load_tensors(source, "model.safetensors", old), load_tensors(tmp_path / "tuned", "model.safetensors", new)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    rep_before = load_tensors(source, "representation.safetensors", old)
+    rep_after = load_tensors(tmp_path / "tuned", "representation.safetensors", new)
+    assert torch.equal(rep_before["mean"], rep_after["mean"]) and not torch.allclose(rep_before["back"], rep_after["back"])
+    with private_cache(tmp_path / "empty-cache"):
+        assert sample_run(tmp_path / "tuned", n=8, steps=2, progress=False)["n"] == 8
+
+
+def test_tuning_is_refused_where_it_cannot_apply_or_would_change_the_codes(tmp_path, tunable_pca):
+    from diffkit.runs import tune_first_stage
+
+    source = _tunable_run(tmp_path / "a")
+    with pytest.raises(ValueError, match="writes a new run"):
+        tune_first_stage(source, source, minutes=1)
+    with pytest.raises(ValueError, match="share must lie in"):
+        tune_first_stage(source, tmp_path / "x", minutes=1, share=0)
+    with pytest.raises(ValueError, match="minutes must be a positive number"):
+        tune_first_stage(source, tmp_path / "x", minutes=0)
+    spoiled = _tunable_run(tmp_path / "b", spoil=True)
+    with pytest.raises(RepresentationError, match="changed the codes"):
+        tune_first_stage(spoiled, tmp_path / "y", minutes=1, steps=10)
+    with private_cache(tmp_path / "cache"):
+        train(_two_stage_recipe(), tmp_path / "pca", progress=False)  # plain PCA: a fixed decoder
+    with pytest.raises(RepresentationError, match="no learned decoder to tune"):
+        tune_first_stage(tmp_path / "pca", tmp_path / "z", minutes=1)
+    recipe = _two_stage_recipe()
+    del recipe["representation"]
+    train(recipe, tmp_path / "one", progress=False)
+    with pytest.raises(RepresentationError, match="one-stage run"):
+        tune_first_stage(tmp_path / "one", tmp_path / "w", minutes=1)
+    assert not any((tmp_path / d).exists() for d in "xyzw")

@@ -127,6 +127,34 @@ class LogMel(Representation):
                                              seed=torch.initial_seed(), noise=o.get("learned_noise", 0.0), band_std=self.std,
                                              progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))}
 
+    @property
+    def decoder_tunes_on_codes(self) -> bool:
+        """A learned vocoder can go on training on the diffusion's own frames (``diffkit tune-first-stage``)."""
+        return self.learned_vocoder is not None
+
+    def tune_decoder(self, elements, codes, labels=None, *, minutes: float, share: float = 0.8, seed: int = 0) -> dict:
+        """Go on training the learned vocoder for ``minutes``: with probability ``share`` a batch item is voiced from the
+        diffusion's reconstruction of its frames (``codes``, see diffkit.runs.diffusion_reconstructions), otherwise from
+        its own frames with the fit's augmentation; the target is always the real clip. The rate is a quarter of
+        ``learned_lr`` (it starts from a fitted vocoder), decayed to zero over the minutes; the band statistics, and
+        so ``encode``, are left as they are."""
+        from diffkit.progress import progress_bar
+
+        from diffkit_audio.vocoder import train_vocoder
+
+        if self.learned_vocoder is None:
+            raise RepresentationError("representation 'log-mel' has no learned vocoder to tune; set vocoder = \"learned\"")
+        if len(codes) != len(elements):
+            raise RepresentationError(f"representation 'log-mel': tune_decoder needs one code per clip, got {len(codes)} codes for {len(elements)} clips")
+        o = self.options
+        frames = self.frames_of(codes)
+        steps = 10**9  # stopped by the minutes
+        with progress_bar(None, "tune mel vocoder") as bar:
+            return {"vocoder_tune": train_vocoder(self.learned_vocoder, self._waves(elements), self.log_mel, steps=steps, minutes=float(minutes),
+                                                  batch_size=o["learned_batch"], lr=o["learned_lr"] / 4, seed=int(seed), noise=o.get("learned_noise", 0.0),
+                                                  band_std=self.std, inputs=frames, share=float(share),
+                                                  progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))}
+
     @torch.no_grad()
     def encode(self, elements) -> list:
         m = self.log_mel(self._waves(elements))

@@ -156,14 +156,24 @@ def spectral_loss(x_hat: torch.Tensor, x: torch.Tensor, resolutions=RESOLUTIONS,
 
 
 def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: int, minutes: float | None = None, batch_size: int = 16,
-                  lr: float = 2e-3, seed: int = 0, progress=None, noise: float = 0.0, band_std: torch.Tensor | None = None) -> dict:
+                  lr: float = 2e-3, seed: int = 0, progress=None, noise: float = 0.0, band_std: torch.Tensor | None = None,
+                  inputs: torch.Tensor | None = None, share: float = 0.0) -> dict:
     """Train ``vocoder`` on ``B×1×T`` real ``waves`` (``log_mel(waves)`` gives its input frames) for ``steps`` Adam steps
     with a cosine decay, or until ``minutes`` have passed, whichever comes first. Returns a JSON report.
 
     ``noise``: the largest conditioning-augmentation level (module docstring), in units of ``band_std`` (each band's
-    deviation; default: measured on ``waves``); 0 trains on clean frames."""
+    deviation; default: measured on ``waves``); 0 trains on clean frames.
+
+    ``inputs`` (``B×n_mels×frames``, one row per wave) with ``share``: each batch item is, with probability ``share``,
+    voiced from its row of ``inputs`` instead of its own (augmented) frames, against the same target wave and frames.
+    The rows are the diffusion's reconstructions of the waves' frames (``LogMel.tune_decoder``), so the vocoder
+    learns to voice what sampling hands it."""
     if not (noise >= 0 and math.isfinite(noise)):
         raise ValueError(f"mel vocoder: the augmentation noise level must be a finite number >= 0, got {noise}")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"mel vocoder: share must lie in [0, 1], got {share}")
+    if inputs is not None and inputs.shape[0] != len(waves):
+        raise ValueError(f"mel vocoder: inputs must hold one row of frames per wave, got {inputs.shape[0]} rows for {len(waves)} waves")
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         mels = torch.cat([log_mel(waves[i:i + 256]) for i in range(0, len(waves), 256)])
@@ -186,6 +196,9 @@ def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: i
             if noise > 0:
                 level = noise * torch.rand(batch_size, 1, 1, generator=gen)
                 m_in = m + level * band_std * torch.randn(m.shape, generator=gen)
+            if inputs is not None and share > 0:
+                take = (torch.rand(batch_size, 1, 1, generator=gen) < share).to(m.dtype)
+                m_in = take * inputs[idx] + (1 - take) * m_in
             x_hat = vocoder(m_in)
             loss = spectral_loss(x_hat, x) + (log_mel(x_hat) - m).abs().mean()
             if not torch.isfinite(loss):
@@ -199,7 +212,8 @@ def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: i
                 progress(done, last)
         vocoder.eval()
     return {"steps": done, "seconds": time.perf_counter() - t0, "final_loss": last, "stopped_by_time_budget": stopped_by_time,
-            "n_train": len(waves), "parameters": sum(p.numel() for p in vocoder.parameters()), "noise": float(noise)}
+            "n_train": len(waves), "parameters": sum(p.numel() for p in vocoder.parameters()), "noise": float(noise),
+            **({"share": float(share), "lr": float(lr)} if inputs is not None else {})}
 
 
 __all__ = ["IstftVocoder", "MelVocoder", "VOCODER_KINDS", "spectral_loss", "train_vocoder", "upsampling_strides"]

@@ -197,3 +197,48 @@ def test_a_learned_vocoder_fits_apart_from_the_codes_as_fit_would_fit_it():
     assert torch.equal(torch.stack(apart.encode(clips)), torch.stack(codes))  # fitting the decoder leaves the codes alone
     assert all(torch.equal(a, b) for a, b in zip(apart.state_dict().values(), whole.state_dict().values()))
     assert whole.decoder_fits_apart and not LogMel(space, n_mels=20, hop=64).decoder_fits_apart  # Griffin-Lim has nothing to fit
+
+
+def test_inputs_with_share_one_are_what_the_vocoder_is_fed_and_bad_inputs_are_refused():
+    """train_vocoder(inputs=, share=): a batch item is voiced from its row of ``inputs`` with probability ``share``
+    (1: always, so the recorded frames are exactly those rows), against its own wave as the target."""
+    waves = tones(8)
+    log_mel = lambda w: mel_spectrogram(w, 8000, 20, 64)  # noqa: E731
+    made = log_mel(waves) + 3.0  # stand-in for the diffusion's frames: far from any clip's own
+    voc = RecordingVocoder(n_mels=20, hop=64, channels=16)
+    report = train_vocoder(voc, waves, log_mel, steps=3, batch_size=4, seed=0, inputs=made, share=1.0)
+    gen = torch.Generator().manual_seed(0)
+    for mel in voc.inputs:
+        idx = torch.randint(len(waves), (4,), generator=gen)
+        torch.rand(4, 1, 1, generator=gen)  # the draw that decided, per item, to take the row
+        assert torch.equal(mel, made[idx])
+    assert report["share"] == 1.0
+    voc = RecordingVocoder(n_mels=20, hop=64, channels=16)
+    train_vocoder(voc, waves, log_mel, steps=3, batch_size=4, seed=0, inputs=made, share=0.0)
+    gen = torch.Generator().manual_seed(0)
+    for mel in voc.inputs:  # share 0: each item's own clean frames (no augmentation asked)
+        assert torch.equal(mel, log_mel(waves)[torch.randint(len(waves), (4,), generator=gen)])
+    with pytest.raises(ValueError, match="share must lie in"):
+        train_vocoder(voc, waves, log_mel, steps=1, inputs=made, share=1.5)
+    with pytest.raises(ValueError, match="one row of frames per wave"):
+        train_vocoder(voc, waves, log_mel, steps=1, inputs=made[:3], share=0.5)
+
+
+def test_a_learned_vocoder_is_tuned_on_given_codes_and_the_codes_stay_as_they_were():
+    space = AudioSpace(channels=1, length=1024, sample_rate=8000)
+    clips = list(tones(12))
+    rep = LogMel(space, n_mels=20, hop=64, layout="sequence", vocoder="learned", learned_channels=16, learned_steps=3, learned_batch=4)
+    rep.fit(clips)
+    assert rep.decoder_tunes_on_codes and not LogMel(space, n_mels=20, hop=64).decoder_tunes_on_codes  # Griffin-Lim has nothing to tune
+    codes = rep.encode(clips)
+    before = {k: v.clone() for k, v in rep.state_dict().items()}
+    report = rep.tune_decoder(clips, [c + 0.1 for c in codes], minutes=0.01, share=0.5, seed=0)
+    after = rep.state_dict()
+    assert report["vocoder_tune"]["steps"] >= 1 and report["vocoder_tune"]["share"] == 0.5 and report["vocoder_tune"]["lr"] == pytest.approx(rep.options["learned_lr"] / 4)
+    assert torch.equal(before["band.mean"], after["band.mean"]) and torch.equal(before["band.std"], after["band.std"])
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vocoder."))
+    assert all(torch.equal(a, b) for a, b in zip(codes, rep.encode(clips)))
+    with pytest.raises(RepresentationError, match="one code per clip"):
+        rep.tune_decoder(clips, codes[:3], minutes=0.01)
+    with pytest.raises(RepresentationError, match="no learned vocoder to tune"):
+        LogMel(space, n_mels=20, hop=64).tune_decoder(clips, codes, minutes=0.01)
