@@ -111,8 +111,9 @@ def tier_recipe(recipe: dict, tier: str) -> tuple[dict, dict]:
     over = bench.get(tier, {})
     for section in ("train", "sample", "data", "model", "representation"):
         if section in over:
-            if section in ("data", "representation") and "options" in over[section]:
+            if section in ("data", "representation") and "options" in over[section]:  # options merged key by key, other keys replaced
                 recipe[section].setdefault("options", {}).update(over[section]["options"])
+                recipe[section].update({k: v for k, v in over[section].items() if k != "options"})
             else:
                 recipe[section].update(over[section])
     plan = {

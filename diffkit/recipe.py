@@ -291,11 +291,12 @@ def build_run(recipe: dict, dataset=None, stats: dict | None = None, space: Spac
     :meth:`Run.finish_first_stage` (called by training at its end, and before any decoding) waits for it."""
     spec = recipe.get("representation")
     if spec and representation is None and (space is None or stats is None):
-        from diffkit.representations import EncodedDataset, build_representation, encode_in_batches, fit_mode, fit_representation
+        from diffkit.representations import EncodedDataset, build_representation, encode_in_batches, fit_mode, fit_representation, tune_options
 
         dataset = dataset if dataset is not None else load_dataset(recipe, "train")
         representation = build_representation(spec, dataset.space)
         beside = fit_mode(spec, representation) == "beside"
+        tune_options(spec, representation)  # checked before anything is fitted; training applies it at its end
         elements, labels = split_items(dataset)
         elements = [dataset.space.validate(e) for e in elements]
         fitted = fit_representation(representation, elements, labels, data=recipe["data"], seed=int(recipe.get("seed", 0)),

@@ -27,7 +27,7 @@ MODEL = {"backbone": str, "parameterization": str, "num_classes": int, "options"
 TRAIN = {key: object for key in TRAIN_KEYS} | {"field_weights": OPEN}
 SAMPLE = {key: object for key in SAMPLE_KEYS} | {"options": OPEN}
 EVAL = {"metrics": list, "reference": str, "options": OPEN}
-REPRESENTATION = {"name": str, "options": OPEN, "cache": bool, "fit": str}  # the first stage of a two-stage recipe
+REPRESENTATION = {"name": str, "options": OPEN, "cache": bool, "fit": str, "tune": OPEN}  # the first stage of a two-stage recipe
 TIER = {"train": TRAIN, "sample": SAMPLE, "data": DATA, "model": MODEL, "representation": REPRESENTATION, "n": int, "nfe": list, "samplers": list,
         "ancestral_steps": int, "guidance": object}
 BENCH = {"task": str, "method": str, "primary": str, "higher_is_better": bool, "samplers": list, "ancestral_steps": int, "guidance": object, "options": OPEN,

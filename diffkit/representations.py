@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -177,9 +178,9 @@ def build_representation(spec: dict, data_space: Space) -> Representation:
 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise RepresentationError(f"[representation] must name one: name = \"...\" (see diffkit plugins), got {spec!r}")
-    unknown = set(spec) - {"name", "options", "config", "space", "cache", "fit"}
+    unknown = set(spec) - {"name", "options", "config", "space", "cache", "fit", "tune"}
     if unknown:
-        raise RepresentationError(f"[representation] has unknown key(s) {sorted(unknown)}; it takes name, options, cache and fit")
+        raise RepresentationError(f"[representation] has unknown key(s) {sorted(unknown)}; it takes name, options, cache, fit and tune")
     try:
         factory = load("representations", spec["name"])
     except RegistryError as exc:
@@ -221,6 +222,39 @@ def fit_mode(spec: dict, rep: Representation) -> str:
         raise RepresentationError(f"[representation] fit = \"beside\" needs a learned first stage whose decoder fits apart from its codes; "
                                   f"representation {rep.name!r} does not, so remove the line")
     return mode
+
+
+TUNE_KEYS = ("minutes", "share", "last", "sampler", "steps", "guidance", "seed")
+
+
+def tune_options(spec: dict, rep: Representation) -> dict | None:
+    """The recipe's ``[representation] tune`` table, checked: after the diffusion has trained, its decoder goes on
+    training for ``minutes`` on the diffusion's own reconstructions (:func:`diffkit.runs.tune_first_stage`; keys
+    ``minutes`` (required), ``share``, ``last``, ``sampler``, ``steps``, ``guidance``, ``seed``). None when absent."""
+    tune = spec.get("tune")
+    if tune is None:
+        return None
+    if not isinstance(tune, dict) or "minutes" not in tune:
+        raise RepresentationError(f"[representation] tune must be a table with at least minutes, e.g. tune = {{ minutes = 5 }}, got {tune!r}")
+    unknown = set(tune) - set(TUNE_KEYS)
+    if unknown:
+        raise RepresentationError(f"[representation] tune has unknown key(s) {sorted(unknown)}; it takes {', '.join(TUNE_KEYS)}")
+    if not (rep.learned and rep.decoder_tunes_on_codes):
+        raise RepresentationError(f"[representation] tune needs a first stage whose learned decoder can be tuned on the diffusion's codes; "
+                                  f"representation {rep.name!r} cannot, so remove the table")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    last = tune.get("last", [3, 5])
+    last_ok = isinstance(last, (list, tuple)) and len(last) == 2 and all(whole(k) for k in last) and 1 <= last[0] <= last[1]
+    problems = [what for what, bad in [
+        ("minutes must be a number > 0", not (number(tune["minutes"]) and tune["minutes"] > 0)),
+        ("share must be a number in (0, 1]", "share" in tune and not (number(tune["share"]) and 0 < tune["share"] <= 1)),
+        ("last must be two whole numbers 1 <= K_LO <= K_HI, e.g. [3, 5]", not last_ok),
+        ("steps must be a whole number >= last's K_HI", "steps" in tune and last_ok and not (whole(tune["steps"]) and tune["steps"] >= last[1])),
+    ] if bad]
+    if problems:
+        raise RepresentationError(f"[representation] tune: {'; '.join(problems)} (got {tune})")
+    return dict(tune)
 
 
 def _cached_fit(rep: Representation, key: str) -> tuple[Path, Path]:
@@ -385,5 +419,5 @@ def pca(space: Space, **options) -> PCARepresentation:
     return PCARepresentation(space, **options)
 
 
-__all__ = ["DecoderFit", "EncodedDataset", "FIT_MODES", "PCARepresentation", "Representation", "RepresentationError", "build_representation",
-           "cache_dir", "decode_in_batches", "encode_in_batches", "fit_key", "fit_mode", "fit_representation", "pca"]
+__all__ = ["DecoderFit", "EncodedDataset", "FIT_MODES", "TUNE_KEYS", "PCARepresentation", "Representation", "RepresentationError", "build_representation",
+           "cache_dir", "decode_in_batches", "encode_in_batches", "fit_key", "fit_mode", "fit_representation", "pca", "tune_options"]

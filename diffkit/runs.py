@@ -160,30 +160,22 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
     return out, report
 
 
-def tune_first_stage(run_dir: str | Path, out_dir: str | Path, *, minutes: float, share: float = 0.8, last: tuple[int, int] = (3, 5),
-                     sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0, atol: float = 1e-5) -> dict:
-    """A two-stage run whose decoder has gone on training, for ``minutes``, on the diffusion's own reconstructions of
-    the training elements (:func:`diffusion_reconstructions`; ``share`` of each batch, see
-    :meth:`~diffkit.representations.Representation.tune_decoder`); the diffusion stage is kept. The tuned first stage
-    must encode the training elements to the same codes as before, within ``atol``. The run is written to ``out_dir``
-    (model weights unchanged; the representation's weights and fit report updated with ``tune``; ``tuned_from``
-    naming the source; the recipe is unchanged, so a retraining from it does not tune). Returns the tuning's report."""
+def tune_run_decoder(run: Run, *, minutes: float, share: float = 0.8, last: tuple[int, int] = (3, 5), sampler: str | None = None,
+                     steps: int | None = None, guidance: float | None = None, seed: int = 0, atol: float = 1e-5) -> dict:
+    """Tune ``run``'s first-stage decoder in place on the diffusion's reconstructions of the run's training elements
+    (:func:`diffusion_reconstructions`, then :meth:`~diffkit.representations.Representation.tune_decoder`), and check
+    that the codes of the training elements stayed as they were, within ``atol``. Returns the tuning's report."""
     from diffkit.representations import RepresentationError, encode_in_batches
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    config = read_config(run_dir)
-    if not config.get("representation"):
-        raise RepresentationError(f"{run_dir} is a one-stage run (no [representation]); there is no decoder to tune")
-    if out_dir.resolve() == run_dir.resolve():
-        raise ValueError(f"tune_first_stage writes a new run; choose an --out other than {run_dir}")
     if not (float(minutes) > 0 and float(minutes) < float("inf")):
-        raise ValueError(f"tune_first_stage: minutes must be a positive number, got {minutes!r}")
+        raise ValueError(f"tuning the decoder: minutes must be a positive number, got {minutes!r}")
     if not 0.0 < float(share) <= 1.0:
-        raise ValueError(f"tune_first_stage: share must lie in (0, 1] (the part of each batch taken from the diffusion's codes), got {share!r}")
-    run = load_run(run_dir)
+        raise ValueError(f"tuning the decoder: share must lie in (0, 1] (the part of each batch taken from the diffusion's codes), got {share!r}")
     rep = run.representation
+    if rep is None:
+        raise RepresentationError("the run is one-stage (no [representation]); there is no decoder to tune")
     if not rep.decoder_tunes_on_codes:
-        raise RepresentationError(f"representation {rep.name!r} of {run_dir} has no learned decoder to tune on the diffusion's codes")
+        raise RepresentationError(f"representation {rep.name!r} has no learned decoder to tune on the diffusion's codes")
     run.check_decoder()
     elements, labels = split_items(run.split("train"))
     elements = [run.data_space.validate(e) for e in elements]
@@ -197,12 +189,30 @@ def tune_first_stage(run_dir: str | Path, out_dir: str | Path, *, minutes: float
     if not gap <= atol:
         raise RepresentationError(f"representation {rep.name!r}: tune_decoder changed the codes (largest difference {gap:.3g} > {atol:g}); "
                                   f"it must train the decoder only")
-    report = {"reconstructions": made, **report, "minutes": float(minutes), "share": float(share)}
+    return {"reconstructions": made, **report, "minutes": float(minutes), "share": float(share)}
+
+
+def tune_first_stage(run_dir: str | Path, out_dir: str | Path, *, minutes: float, share: float = 0.8, last: tuple[int, int] = (3, 5),
+                     sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0) -> dict:
+    """``diffkit tune-first-stage``: a two-stage run whose decoder has gone on training, for ``minutes``, on the
+    diffusion's own reconstructions of the training elements (:func:`tune_run_decoder`); the diffusion stage is kept.
+    The run is written to ``out_dir`` (model weights unchanged; the representation's weights, and its report under
+    ``tune``, updated; ``tuned_from`` naming the source; the recipe unchanged). Returns the tuning's report."""
+    from diffkit.representations import RepresentationError
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    config = read_config(run_dir)
+    if not config.get("representation"):
+        raise RepresentationError(f"{run_dir} is a one-stage run (no [representation]); there is no decoder to tune")
+    if out_dir.resolve() == run_dir.resolve():
+        raise ValueError(f"tune_first_stage writes a new run; choose an --out other than {run_dir}")
+    run = load_run(run_dir)
+    report = tune_run_decoder(run, minutes=minutes, share=share, last=last, sampler=sampler, steps=steps, guidance=guidance, seed=seed)
     keep = {k: v for k, v in config.items() if k not in ("format", "format_version", "checkpoint", "previous", "checksums", "representation")}
     described = {**config["representation"], "report": {**config["representation"].get("report", {}), "tune": report}}
     model = load_tensors(run_dir, "model.safetensors", config)
     rundir.write_checkpoint(out_dir, {**keep, "representation": described, "tuned_from": str(run_dir)},
-                            {"model.safetensors": model, "representation.safetensors": rep.state_dict()})
+                            {"model.safetensors": model, "representation.safetensors": run.representation.state_dict()})
     return report
 
 

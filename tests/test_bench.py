@@ -190,3 +190,16 @@ def test_spaces_with_a_duration_get_real_time_factors(tiny_task, tmp_path, monke
         assert r["real_time_factor"] == pytest.approx(r["seconds"] / (r["n"] * 0.25))
     md = (tmp_path / "report.md").read_text()
     assert " RTF |" in md and "s of signal per second" in md
+
+
+def test_a_tier_merges_first_stage_options_key_by_key_and_replaces_its_other_keys():
+    """[bench.<tier>] representation = { options = {...}, tune = {...} }: the options join the recipe's, the tune
+    table (a first stage's decoder tuning, minutes of it) replaces the recipe's, so a quick tier can shorten it."""
+    from diffkit.bench import tier_recipe
+
+    recipe = {"name": "t", "train": {}, "sample": {"n": 4}, "data": {"options": {"a": 1}}, "model": {},
+              "representation": {"name": "log-mel", "options": {"hop": 64, "learned_steps": 6000}, "tune": {"minutes": 5, "share": 0.8}},
+              "bench": {"quick": {"representation": {"options": {"learned_steps": 20}, "tune": {"minutes": 0.05}}}}}
+    tiered, _ = tier_recipe(recipe, "quick")
+    assert tiered["representation"]["options"] == {"hop": 64, "learned_steps": 20} and tiered["representation"]["tune"] == {"minutes": 0.05}
+    assert recipe["representation"]["tune"]["minutes"] == 5  # the recipe itself is left as it was

@@ -112,6 +112,10 @@ def test_cli_errors_are_one_line_with_the_fix(tmp_path):
     assert res.returncode == 2 and "needs at least one --set KEY=VALUE" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = run_cli("refit-first-stage", str(tmp_path), "--out", str(tmp_path / "x"), "--set", "learned_kind")
     assert res.returncode == 2 and "--set takes KEY=VALUE" in res.stderr
+    res = run_cli("tune-first-stage", str(tmp_path), "--out", str(tmp_path / "x"), "--minutes", "1")
+    assert res.returncode == 2 and "not a diffkit run" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli("tune-first-stage", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "--minutes" in res.stderr
     res = run_cli("--debug", "sample", str(tmp_path))
     assert res.returncode != 0 and "Traceback" in res.stderr
 

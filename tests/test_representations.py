@@ -430,3 +430,40 @@ def test_tuning_is_refused_where_it_cannot_apply_or_would_change_the_codes(tmp_p
     with pytest.raises(RepresentationError, match="one-stage run"):
         tune_first_stage(tmp_path / "one", tmp_path / "w", minutes=1)
     assert not any((tmp_path / d).exists() for d in "xyzw")
+
+
+def test_a_recipe_tunes_its_decoder_after_the_diffusion_and_its_last_checkpoint_holds_it(tmp_path, tunable_pca):
+    """[representation] tune = {...}: training ends by tuning the decoder on its own diffusion's reconstructions;
+    the last checkpoint holds the tuned decoder and the report, the cache keeps the decoder as fitted."""
+    from diffkit.representations import build_representation, fit_representation
+    from diffkit.rundir import load_tensors, read_config
+
+    recipe = _two_stage_recipe()
+    recipe["representation"] = {"name": "tunable-pca", "tune": {"minutes": 0.1, "share": 1.0, "last": [1, 2], "steps": 4}}
+    with private_cache(tmp_path / "cache"):
+        train(recipe, tmp_path / "run", progress=False)
+        config = read_config(tmp_path / "run")
+        tune = config["representation"]["report"]["tune"]
+        assert tune["share"] == 1.0 and tune["reconstructions"]["last"] == [1, 2] and tune["rows_from_diffusion"] > 0
+        run = load_run(tmp_path / "run")
+        fitted = build_representation({"name": "tunable-pca"}, run.data_space)
+        elements = [x for x, *_ in (i if isinstance(i, tuple) else (i,) for i in run.split("train"))]
+        assert fit_representation(fitted, elements, None, data=recipe["data"], seed=recipe["seed"])["cached"]  # the cache: as fitted
+    tuned = load_tensors(tmp_path / "run", "representation.safetensors", config)
+    assert torch.equal(tuned["mean"], fitted.mean) and not torch.allclose(tuned["back"], fitted.back)
+    events = [json.loads(line).get("event") for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert "first stage's decoder tuned" in events
+
+
+def test_a_tune_table_is_checked_before_anything_is_fitted(tmp_path, tunable_pca):
+    for table, match in [({"share": 0.5}, "at least minutes"), ({"minutes": 1, "levels": 3}, "unknown key"), ("5", "at least minutes"),
+                         ({"minutes": 0}, "minutes must be a number > 0"), ({"minutes": 1, "share": 1.5}, "share must be a number in"),
+                         ({"minutes": 1, "last": [5, 3]}, "last must be two whole numbers"), ({"minutes": 1, "steps": 4}, "steps must be a whole number >= last")]:
+        recipe = _two_stage_recipe()
+        recipe["representation"] = {"name": "tunable-pca", "tune": table}
+        with private_cache(tmp_path / "cache"), pytest.raises(RepresentationError, match=match):
+            build_run(recipe)
+    recipe = _two_stage_recipe()
+    recipe["representation"]["tune"] = {"minutes": 1}  # plain PCA: a fixed decoder
+    with private_cache(tmp_path / "cache"), pytest.raises(RepresentationError, match="cannot, so remove the table"):
+        build_run(recipe)

@@ -34,6 +34,10 @@ def shrink_recipe(recipe: dict, *, steps: int = 2, sample_n: int = 8, sample_ste
     if r.get("representation"):  # a learned first stage fits at its quick tier's size (``[bench.quick] representation = { options = {...} }``)
         quick = r.get("bench", {}).get("quick", {}).get("representation", {}).get("options", {})
         r["representation"]["options"] = {**r["representation"].get("options", {}), **quick}
+        if r["representation"].get("tune"):  # a decoder's tuning: the quick tier's minutes (or a second), from the shrunk sampler's last levels
+            quick_tune = r.get("bench", {}).get("quick", {}).get("representation", {}).get("tune", {})
+            r["representation"]["tune"] = {**r["representation"]["tune"], "minutes": 0.02, **quick_tune, "steps": int(sample_steps),
+                                           "last": [1, min(2, int(sample_steps))]}
     return r
 
 

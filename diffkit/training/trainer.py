@@ -264,11 +264,29 @@ class Trainer:
                 self.run.finish_first_stage()
                 self._log({"step": self.step, "event": "first stage's decoder fitted", "waited_seconds": time.perf_counter() - t0})
                 self.save_checkpoint()
+            tune = (self.recipe.get("representation") or {}).get("tune")
+            if tune and self.rank == 0 and "tune" not in self.run.extra.get("representation_report", {}):
+                self._tune_first_stage(tune)
             return result
         finally:
             pending = self.run.extra.pop("decoder_fit", None)
             if pending is not None:  # training stopped with an error: the decoder's fit ends with it
                 pending.stop()
+
+    def _tune_first_stage(self, tune: dict) -> None:
+        """``[representation] tune``: the decoder goes on training on the reconstructions that the just-written
+        checkpoint's diffusion (its EMA weights, as sampling reads them) makes of the training data; the last
+        checkpoint then holds the tuned decoder (the ones before it, the decoder as fitted)."""
+        from diffkit.runs import load_run, tune_run_decoder
+
+        self._log({"step": self.step, "event": "tuning the first stage's decoder on the diffusion's reconstructions", "minutes": float(tune["minutes"])})
+        run = load_run(self.out_dir)
+        options = {k: v for k, v in tune.items() if k != "last"}
+        report = tune_run_decoder(run, **options, **({"last": tuple(tune["last"])} if "last" in tune else {}))
+        self.run.representation.load_state_dict(run.representation.state_dict())
+        self.run.extra["representation_report"] = {**self.run.extra.get("representation_report", {}), "tune": report}
+        self._log({"step": self.step, "event": "first stage's decoder tuned", "reconstruction_seconds": report["reconstructions"]["seconds"]})
+        self.save_checkpoint()
 
     def _fit(self) -> dict:
         from diffkit.progress import progress_bar
