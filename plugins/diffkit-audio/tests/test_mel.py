@@ -1,4 +1,6 @@
 """The log-mel first stage: its contract and stated round-trip bound, the vocoder decoder, and the two-stage recipe."""
+import json
+
 import pytest
 import torch
 
@@ -71,3 +73,5 @@ def test_two_stage_recipe_trains_samples_and_scores(tmp_path):
     checked = check_recipe(recipe, steps=2, sample_n=4, sample_steps=2, out_dir=tmp_path / "run")
     assert checked == ["load", "train", "checkpoint", "sample", "evaluate"]
     assert sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.wav"))  # decoded to WAV by the audio space
+    tune = json.loads((tmp_path / "run" / "config.json").read_text())["representation"]["report"]["tune"]  # the recipe's tune, shrunk by the kit
+    assert tune["minutes"] == recipe["bench"]["quick"]["representation"]["tune"]["minutes"] and tune["reconstructions"]["last"] == [1, 2]
