@@ -65,6 +65,20 @@ def _load_representation(run_dir: Path, config: dict):
     return rep
 
 
+def _first_stage_source(run_dir, out_dir, command: str, what: str) -> tuple[Path, Path, dict]:
+    """The checks of the commands that write a run with a new first stage (``command``): a two-stage source run and an
+    ``out_dir`` other than it. Returns both paths and the source's config."""
+    from diffkit.representations import RepresentationError
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    config = read_config(run_dir)
+    if not config.get("representation"):
+        raise RepresentationError(f"{run_dir} is a one-stage run (no [representation]); there is no {what}")
+    if out_dir.resolve() == run_dir.resolve():
+        raise ValueError(f"{command} writes a new run; choose an --out other than {run_dir}")
+    return run_dir, out_dir, config
+
+
 def refit_first_stage(run_dir: str | Path, out_dir: str | Path, options: dict, *, atol: float = 1e-5) -> dict:
     """A two-stage run whose first stage is fitted again under changed ``options`` while its diffusion stage is kept:
     a new decoder (a better vocoder, a longer-trained one) for codes the diffusion already learned.
@@ -77,12 +91,7 @@ def refit_first_stage(run_dir: str | Path, out_dir: str | Path, options: dict, *
     updated; ``refitted_from`` naming the source). Returns the new fit's report."""
     from diffkit.representations import RepresentationError, build_representation, encode_in_batches, fit_representation
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    config = read_config(run_dir)
-    if not config.get("representation"):
-        raise RepresentationError(f"{run_dir} is a one-stage run (no [representation]); there is no first stage to refit")
-    if out_dir.resolve() == run_dir.resolve():
-        raise ValueError(f"refit_first_stage writes a new run; choose an --out other than {run_dir}")
+    run_dir, out_dir, config = _first_stage_source(run_dir, out_dir, "refit_first_stage", "first stage to refit")
     run = load_run(run_dir)
     old = run.representation
     recipe = json.loads(json.dumps(config["recipe"]))
@@ -118,7 +127,7 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
     (ground-truth-aligned codes, as a TTS vocoder is fine-tuned on its acoustic model's frames). Defaults: the
     recipe's ``[sample]`` sampler, steps and guidance. Returns the codes (in ``elements``' order) and a JSON report."""
     from diffkit.representations import encode_in_batches
-    from diffkit.samplers import make_times, resolve as resolve_sampler
+    from diffkit.samplers import sampler_grid
 
     if run.representation is None:
         raise RecipeError("diffusion_reconstructions: the run is one-stage (no [representation]); there are no codes to reconstruct")
@@ -132,12 +141,8 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
         raise ValueError(f"last = ({k_lo}, {k_hi}): the levels sampled again must satisfy 1 <= first <= second <= steps ({steps}); e.g. last = (3, 5) of 10 steps")
     if run.num_classes and labels is None:
         raise ValueError("diffusion_reconstructions: the model is class-conditional; pass the elements' labels")
-    fn, spec = resolve_sampler(sampler)
     diffusion = run.denoiser.diffusion
-    schedule = cfg.get("schedule") or (spec.schedule if spec is not None else "uniform")
-    if not diffusion.gaussian_fields and isinstance(schedule, str):
-        schedule = "uniform"
-    times = make_times(diffusion, steps, schedule)
+    fn, times = sampler_grid(diffusion, sampler, steps, cfg.get("schedule"))
     opts = cfg.get("options", {}).get(sampler, {})
     codes = encode_in_batches(run.representation, elements)
     generator = torch.Generator().manual_seed(int(seed))
@@ -198,14 +203,7 @@ def tune_first_stage(run_dir: str | Path, out_dir: str | Path, *, minutes: float
     diffusion's own reconstructions of the training elements (:func:`tune_run_decoder`); the diffusion stage is kept.
     The run is written to ``out_dir`` (model weights unchanged; the representation's weights, and its report under
     ``tune``, updated; ``tuned_from`` naming the source; the recipe unchanged). Returns the tuning's report."""
-    from diffkit.representations import RepresentationError
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    config = read_config(run_dir)
-    if not config.get("representation"):
-        raise RepresentationError(f"{run_dir} is a one-stage run (no [representation]); there is no decoder to tune")
-    if out_dir.resolve() == run_dir.resolve():
-        raise ValueError(f"tune_first_stage writes a new run; choose an --out other than {run_dir}")
+    run_dir, out_dir, config = _first_stage_source(run_dir, out_dir, "tune_first_stage", "decoder to tune")
     run = load_run(run_dir)
     report = tune_run_decoder(run, minutes=minutes, share=share, last=last, sampler=sampler, steps=steps, guidance=guidance, seed=seed)
     keep = {k: v for k, v in config.items() if k not in ("format", "format_version", "checkpoint", "previous", "checksums", "representation")}

@@ -60,6 +60,17 @@ def steps_for_nfe(sampler: str | Callable | SamplerSpec, nfe: int, **options) ->
     return steps
 
 
+def sampler_grid(diffusion, sampler: str | Callable, steps: int, schedule: "str | Schedule | list[float] | None" = None) -> tuple[Callable, torch.Tensor]:
+    """The sampler function and its decreasing times: ``schedule`` when given (an explicit grid sets its own levels),
+    else the sampler's declared schedule (``uniform`` for an undeclared function, and whenever the diffusion has no
+    Gaussian field), over ``steps`` levels."""
+    fn, spec = resolve(sampler)
+    schedule = as_schedule(schedule) or (spec.schedule if spec is not None else "uniform")
+    if not diffusion.gaussian_fields and isinstance(schedule, str):
+        schedule = "uniform"
+    return fn, make_times(diffusion, steps, schedule)
+
+
 def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, schedule: "str | Schedule | list[float] | None" = None, generator: torch.Generator | None = None, callback=None, **options) -> State:
     """Draw the prior shaped like ``template`` and run ``sampler`` over ``steps`` levels.
 
@@ -67,17 +78,13 @@ def sample(denoiser, template: State, *, sampler="dpmpp-2m", steps: int = 20, sc
     ``sampler`` is a registered name or a sampler function; either way its declared schedule is the default
     (``uniform`` for an undeclared function, and whenever the diffusion has no Gaussian field).
     """
-    fn, spec = resolve(sampler)
-    schedule = as_schedule(schedule) or (spec.schedule if spec is not None else "uniform")  # an explicit grid (Schedule or list of times) sets its own levels
-    if not denoiser.diffusion.gaussian_fields and isinstance(schedule, str):
-        schedule = "uniform"
-    times = make_times(denoiser.diffusion, steps, schedule)
+    fn, times = sampler_grid(denoiser.diffusion, sampler, steps, schedule)
     x_T = denoiser.diffusion.prior(template, generator)
     return fn(denoiser, x_T, times, generator=generator, callback=callback, **options)
 
 
 __all__ = [
     "DEFAULT_SCHEDULE", "Level", "Levels", "SAMPLERS", "SCHEDULES", "SamplerSpec", "Schedule", "ancestral", "ddim", "deis", "dpmpp_2m", "dpmpp_3m", "drive",
-    "euler", "first_order", "heun", "karras", "langevin", "level_constraint", "lin", "make_times", "predictor_corrector", "registered", "resolve", "sample", "sampler",
+    "euler", "first_order", "heun", "karras", "langevin", "level_constraint", "lin", "make_times", "predictor_corrector", "registered", "resolve", "sample", "sampler", "sampler_grid",
     "spec_of", "steps_for_nfe", "uniform_log_snr", "uniform_t", "unipc",
 ]
