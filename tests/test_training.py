@@ -2,6 +2,7 @@ import json
 import math
 import os
 import pickle
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -269,7 +270,10 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     tests_dir = str(Path(__file__).parent)
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), tests_dir], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(script), str(tmp_path / "two"), tests_dir],
+    with socket.socket() as probe:  # a free port: a fixed one collides with a second test run on the same machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script), str(tmp_path / "two"), tests_dir],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
