@@ -281,8 +281,7 @@ class Trainer:
 
         self._log({"step": self.step, "event": "tuning the first stage's decoder on the diffusion's reconstructions", "minutes": float(tune["minutes"])})
         run = load_run(self.out_dir)
-        options = {k: v for k, v in tune.items() if k != "last"}
-        report = tune_run_decoder(run, **options, **({"last": tuple(tune["last"])} if "last" in tune else {}))
+        report = tune_run_decoder(run, **tune)
         self.run.representation.load_state_dict(run.representation.state_dict())
         self.run.extra["representation_report"] = {**self.run.extra.get("representation_report", {}), "tune": report}
         self._log({"step": self.step, "event": "first stage's decoder tuned", "reconstruction_seconds": report["reconstructions"]["seconds"]})
