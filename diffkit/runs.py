@@ -125,7 +125,7 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
     on the element's label with ``guidance``. The result ``ẑ`` carries the diffusion's own fine structure (what it
     gets wrong in the last levels) while still describing ``x``, so ``(ẑ, x)`` is a training pair for the decoder
     (ground-truth-aligned codes, as a TTS vocoder is fine-tuned on its acoustic model's frames). Defaults: the
-    recipe's ``[sample]`` sampler, steps and guidance. Returns the codes (in ``elements``' order) and a JSON report."""
+    recipe's ``[sample]`` sampler, steps, guidance, options and constraint. Returns the codes (in ``elements``' order) and a JSON report."""
     from diffkit.representations import encode_in_batches
     from diffkit.samplers import sampler_grid
 
@@ -143,7 +143,9 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
         raise ValueError("diffusion_reconstructions: the model is class-conditional; pass the elements' labels")
     diffusion = run.denoiser.diffusion
     fn, times = sampler_grid(diffusion, sampler, steps, cfg.get("schedule"))
-    opts = cfg.get("options", {}).get(sampler, {})
+    opts = dict(cfg.get("options", {}).get(sampler, {}))
+    if cfg.get("constraint"):  # the constraint sampling keeps, kept here too so the codes are those sampling hands over
+        opts["constraint"] = sampler_constraint(run, sampler, cfg["constraint"], cfg.get("constraint_below"))
     codes = encode_in_batches(run.representation, elements)
     generator = torch.Generator().manual_seed(int(seed))
     ks = torch.randint(k_lo, k_hi + 1, (len(codes),), generator=generator)

@@ -385,6 +385,32 @@ def test_diffusion_reconstructions_keep_each_elements_order_and_come_from_the_le
         diffusion_reconstructions(run, elements, labels, steps=10, last=(4, 11))
 
 
+def test_diffusion_reconstructions_keep_the_recipes_sampling_constraint(tmp_path, tunable_pca, monkeypatch):
+    """A recipe's ``[sample] constraint`` is kept by the reconstructions as by sampling: under a constraint that undoes
+    every proposed move, each reconstruction is the noised code the sampler started from; without it, it is not."""
+    from diffkit.evaluation import split_items
+    from diffkit.runs import diffusion_reconstructions
+
+    run = load_run(_tunable_run(tmp_path))
+    elements, labels = split_items(run.split("train"))
+    elements = elements[:40]
+    starts = []
+
+    def undo_every_move(x_t, x_s):
+        starts.append(x_t)
+        return x_t
+
+    monkeypatch.setattr(run.space, "constraints", lambda: {"frozen": "nothing moves"}, raising=False)
+    monkeypatch.setattr(run.space, "constraint", lambda name: undo_every_move, raising=False)
+    free, _ = diffusion_reconstructions(run, elements, labels, steps=10, last=(6, 6), seed=0)
+    assert not starts
+    run.recipe["sample"]["constraint"] = "frozen"
+    frozen, _ = diffusion_reconstructions(run, elements, labels, steps=10, last=(6, 6), seed=0)
+    assert len(starts) == 6  # one call per level, one batch
+    start = torch.stack(run.space.decode(starts[0]))
+    assert torch.allclose(torch.stack(frozen), start) and not torch.allclose(torch.stack(free), start, atol=1e-3)
+
+
 def test_a_decoder_is_tuned_on_the_diffusions_codes_and_the_diffusion_kept(tmp_path, tunable_pca):
     """tune_first_stage writes a new run: the model's weights as they were, the decoder refitted on reconstructions
     (so its weights changed), codes unchanged, the tuning's report recorded; it samples without the cache."""
