@@ -5,6 +5,8 @@ novelty and FCD per row, the JSON rewritten (atomically) after every row.
         # dfm-euler ETA:OMEGA[:BELOW], BELOW: target guidance only on steps from t <= BELOW (data at t = 0);
         # OMEGA a number for every field or per field, bonds=0.5,atoms=0.1
     python benchmarks/qm9_settings.py RUN_DIR --out rows.json --sampler ancestral --steps 50 100
+    python benchmarks/qm9_settings.py RUN_DIR --out rows.json --distortions polydec identity cos
+        # dfm-euler's time distortion per row (polydec when not given)
     python benchmarks/qm9_settings.py RUN_DIR --out rows.json --constraints none valence valence:0.2
         # each row without the space's valence constraint (diffkit_molecule.constraints), with it on every level,
         # and with it on the levels from t <= 0.2 only
@@ -23,19 +25,19 @@ from pathlib import Path
 METRICS = ["molecule-validity", "molecule-uniqueness", "molecule-novelty", "fcd"]
 
 
-def sampler_options(sampler: str, settings: list[str]) -> list[dict]:
-    """``ETA:OMEGA[:BELOW]`` settings as dfm-euler options (DeFoG's polynomial time distortion; ``BELOW``: the
-    target guidance only on steps from ``t <= BELOW``); one empty set otherwise."""
+def sampler_options(sampler: str, settings: list[str], distortions: list[str] = ("polydec",)) -> list[dict]:
+    """``ETA:OMEGA[:BELOW]`` settings as dfm-euler options, one per setting and time distortion (DeFoG's; ``BELOW``:
+    the target guidance only on steps from ``t <= BELOW``); one empty set otherwise."""
     if sampler != "dfm-euler":
         return [{}]
     out = []
-    for text in settings:
+    for text, distortion in ((text, distortion) for text in settings for distortion in distortions):
         eta, omega, *below = text.split(":")
         if "=" in omega:  # per field: bonds=0.5,atoms=0.1
             omega = {field: float(value) for field, value in (pair.split("=") for pair in omega.split(","))}
         else:
             omega = float(omega)
-        out.append({"eta": float(eta), "target_guidance": omega, "distortion": "polydec", **({"guidance_below": float(below[0])} if below else {})})
+        out.append({"eta": float(eta), "target_guidance": omega, "distortion": distortion, **({"guidance_below": float(below[0])} if below else {})})
     return out
 
 
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--sampler", default="dfm-euler")
     p.add_argument("--steps", type=int, nargs="+", default=[50])
     p.add_argument("--settings", nargs="+", default=["0:0"], help="ETA:OMEGA[:BELOW] per row, for dfm-euler")
+    p.add_argument("--distortions", nargs="+", default=["polydec"], help="dfm-euler's time distortion per row: identity, polydec, polyinc, cos")
     p.add_argument("--constraints", nargs="+", default=["none"], help="NAME[:BELOW] per row: the space's constraint to keep while sampling, on the levels from t <= BELOW when given ('none': no constraint)")
     p.add_argument("--grids", nargs="+", default=["uniform"], help="the levels' times per row: 'uniform' or 'power:P' (see level_times)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
     run = load_run(args.run)
     reference = load_dataset(run.recipe, run.recipe.get("eval", {}).get("reference", "test"))  # once, for every row
     rows = []
-    settings = [(steps, options, constraint, grid) for steps in args.steps for options in sampler_options(args.sampler, args.settings)
+    settings = [(steps, options, constraint, grid) for steps in args.steps for options in sampler_options(args.sampler, args.settings, args.distortions)
                 for constraint in args.constraints for grid in args.grids]
     for steps, options, constraint, grid in settings:
         times = level_times(run.diffusion, steps, grid)
