@@ -78,7 +78,11 @@ def main(argv=None) -> int:
     from diffkit.recipe import load_dataset
     from diffkit.rundir import atomic_write_json
     from diffkit.runs import evaluate, generate, load_run
+    from diffkit.samplers.flow import DISTORTIONS
 
+    unknown = sorted(set(args.distortions) - set(DISTORTIONS))
+    if unknown:  # before the run and the reference load (a minute)
+        raise SystemExit(f"unknown time distortion(s) {unknown}; use some of {', '.join(DISTORTIONS)}")
     torch.set_num_threads(args.threads)
     run = load_run(args.run)
     reference = load_dataset(run.recipe, run.recipe.get("eval", {}).get("reference", "test"))  # once, for every row
