@@ -109,13 +109,13 @@ def test_shipped_model_samples_in_the_fresh_venv_and_matches_its_card(molecule_e
 
 
 def test_shipped_molecule_model_samples_molecules_in_the_fresh_venv(molecule_env, tmp_path):
-    """diffkit-molecule's shipped qm9-cpu weights travel in its wheel: sampled by name in the fresh venv,
+    """diffkit-molecule's shipped qm9-cpu and qm9-cpu-flow weights travel in its wheel; qm9-cpu, sampled by name in the fresh venv,
     before any training, they give SMILES that the venv's own RDKit reads (the card: 0.995 valid at 100
     steps; 20 steps and 32 molecules here, so the bar is lower, and still far above what untrained weights give)."""
     py = molecule_env
     env = _isolated_env(DIFFKIT_CACHE=str(tmp_path / "cache"))
     listed = {c["name"] for c in json.loads(_run([str(py), "-m", "diffkit", "pretrained", "--json"], env=env).stdout)}
-    assert "qm9-cpu" in listed, listed
+    assert {"qm9-cpu", "qm9-cpu-flow"} <= listed, listed
     out = tmp_path / "qm9-cpu-samples"
     res = _run([str(py), "-m", "diffkit", "sample", "qm9-cpu", "--n", "32", "--steps", "20", "--no-metrics",
                 "--out", str(out), "--quiet"], env=env, cwd=tmp_path)
