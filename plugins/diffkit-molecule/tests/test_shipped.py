@@ -37,9 +37,9 @@ def test_sample_by_name_reproduces_the_card(tmp_path, name):
     assert summary["sampler"] == card["figures"]["sampler"]
     assert (tmp_path / f"{name}-samples" / "samples.smi").exists() and (tmp_path / f"{name}-samples" / "molecules.png").exists()
     tol = card["tolerance"]["relative"]
-    for name in CHECKED:
-        got, recorded = summary["metrics"][name], card["figures"]["metrics"][name]
-        assert abs(got - recorded) <= tol * abs(recorded), (name, got, recorded)
+    for metric in CHECKED:
+        got, recorded = summary["metrics"][metric], card["figures"]["metrics"][metric]
+        assert abs(got - recorded) <= tol * abs(recorded), (name, metric, got, recorded)
     assert summary["metrics"]["validity"] >= 0.9
 
 
