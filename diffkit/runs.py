@@ -143,9 +143,8 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
         raise ValueError("diffusion_reconstructions: the model is class-conditional; pass the elements' labels")
     diffusion = run.denoiser.diffusion
     fn, times = sampler_grid(diffusion, sampler, steps, cfg.get("schedule"))
-    opts = dict(cfg.get("options", {}).get(sampler, {}))
-    if cfg.get("constraint"):  # the constraint sampling keeps, kept here too so the codes are those sampling hands over
-        opts["constraint"] = sampler_constraint(run, sampler, cfg["constraint"], cfg.get("constraint_below"))
+    # as sampling runs it (the constraint too), so the codes are those sampling hands over
+    opts = sampling_options(run, sampler, constraint=cfg.get("constraint"), constraint_below=cfg.get("constraint_below"))
     codes = encode_in_batches(run.representation, elements)
     generator = torch.Generator().manual_seed(int(seed))
     ks = torch.randint(k_lo, k_hi + 1, (len(codes),), generator=generator)
@@ -277,11 +276,9 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     guidance = cfg.get("guidance") if guidance is None else guidance
     schedule = schedule or cfg.get("schedule")
     batch_size = positive_count(cfg.get("batch_size", 1000) if batch_size is None else batch_size, "the sampling batch size")
-    opts = {**cfg.get("options", {}).get(sampler, {}), **(options or {})}  # [sample.options.<sampler>] in the recipe
     constraint = cfg.get("constraint") if constraint is None else constraint
     constraint_below = cfg.get("constraint_below") if constraint_below is None else constraint_below
-    if constraint:
-        opts["constraint"] = sampler_constraint(run, sampler, constraint, constraint_below)
+    opts = sampling_options(run, sampler, options, constraint, constraint_below)
     generator = torch.Generator().manual_seed(int(seed))
     fields = conditioning_fields(run.space)
     if fields and conditioning is None:
@@ -422,6 +419,15 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         summary["metrics"] = evaluate(run, items, labels, out_dir=out)
         atomic_write_json(out / "metrics.json", summary)
     return summary
+
+
+def sampling_options(run: Run, sampler, options: dict | None = None, constraint: str | None = None, constraint_below: float | None = None) -> dict:
+    """The keyword options ``sampler`` runs with: the recipe's ``[sample.options.<sampler>]`` updated by ``options``,
+    and, when ``constraint`` names one, the constraint it keeps (:func:`sampler_constraint`)."""
+    opts = {**run.recipe["sample"].get("options", {}).get(sampler, {}), **(options or {})}
+    if constraint:
+        opts["constraint"] = sampler_constraint(run, sampler, constraint, constraint_below)
+    return opts
 
 
 def sampler_constraint(run: Run, sampler, name: str, below: float | None = None):
