@@ -18,6 +18,7 @@ Classifier-free guidance (Ho & Salimans 2022) with scale ``w``: ``x0 = x0_u + w 
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -136,17 +137,51 @@ class Denoiser(nn.Module):
         return pred
 
 
-def guided(denoiser: Denoiser, cond: torch.Tensor | None = None, guidance: float | None = None):
-    """The two-argument callable samplers expect: ``fn(state_t, t) -> predictions``."""
+def check_guidance_interval(interval) -> tuple[float, float] | None:
+    """``interval`` as ``(t_lo, t_hi)`` floats with ``0 <= t_lo < t_hi``, or None; a one-line error otherwise."""
+    if interval is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be two times [t_lo, t_hi], got {interval!r}; e.g. guidance_interval = [0.1, 0.7]") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo < hi):
+        raise ValueError(f"guidance_interval [{lo:g}, {hi:g}] must satisfy 0 <= t_lo < t_hi (times of the diffusion, data at 0); e.g. [0.1, 0.7]")
+    return lo, hi
 
-    def fn(state_t: State, t) -> State:
+
+def guided(denoiser: Denoiser, cond: torch.Tensor | None = None, guidance: float | None = None, interval=None):
+    """The two-argument callable samplers expect: ``fn(state_t, t) -> predictions``.
+
+    ``interval = (t_lo, t_hi)``: guidance acts only at times ``t_lo < t <= t_hi`` of the diffusion; elsewhere the
+    prediction is the plainly conditional one (``w = 1``, one network evaluation instead of two). Guidance at the
+    noisiest levels narrows the variety of what is drawn and near the data it adds little (Kynkäänniemi et al. 2024,
+    "Applying guidance in a limited interval"). A batch of per-item times outside and inside the interval takes,
+    item by item, the prediction its own time calls for."""
+    bounds = check_guidance_interval(interval)
+
+    def predict(state_t: State, t, w) -> State:
         if torch.is_grad_enabled():  # no graph: samplers never differentiate through the model
             with torch.no_grad():
-                return denoiser(state_t, t, cond=cond, guidance=guidance)
-        return denoiser(state_t, t, cond=cond, guidance=guidance)
+                return denoiser(state_t, t, cond=cond, guidance=w)
+        return denoiser(state_t, t, cond=cond, guidance=w)
+
+    def fn(state_t: State, t) -> State:
+        if bounds is None or cond is None or guidance is None or guidance == 1.0:
+            return predict(state_t, t, guidance)
+        lo, hi = bounds
+        t_one = _one_time(t)
+        if t_one is not None:
+            return predict(state_t, t, guidance if lo < t_one <= hi else None)
+        times = torch.as_tensor(t).reshape(-1)
+        inside = (times > lo) & (times <= hi)
+        if bool(inside.all()) or not bool(inside.any()):
+            return predict(state_t, t, guidance if bool(inside.all()) else None)
+        with_w, plain = predict(state_t, t, guidance), predict(state_t, t, None)
+        return State({k: torch.where(inside.to(v.device).view(-1, *[1] * (v.dim() - 1)), v, plain[k]) for k, v in with_w.items()})
 
     fn.diffusion = denoiser.diffusion
     return fn
 
 
-__all__ = ["Denoiser", "NULL_LABEL", "PARAMETERIZATIONS", "edm_coefficients", "guided", "loss_weight", "parameterization_weight", "target_for"]
+__all__ = ["Denoiser", "NULL_LABEL", "PARAMETERIZATIONS", "check_guidance_interval", "edm_coefficients", "guided", "loss_weight", "parameterization_weight", "target_for"]

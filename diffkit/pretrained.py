@@ -141,10 +141,11 @@ class Model:
         return self.run.num_classes
 
     def sample(self, n: int, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
-               labels=None, schedule=None, progress: bool = False) -> list:
+               labels=None, schedule=None, progress: bool = False, guidance_interval=None) -> list:
         """``n`` samples in the modality's natural Python form (``Space.natural``): image tensors in [0, 1],
         ``(waveform, sample_rate)`` pairs, RDKit molecules. ``labels``: class labels for a class-conditional
-        model (default ``0, 1, ..., K-1, 0, ...``)."""
+        model (default ``0, 1, ..., K-1, 0, ...``). ``guidance_interval = (t_lo, t_hi)``: guide only at those times
+        (default: the recipe's)."""
         import torch
 
         from diffkit.runs import generate
@@ -156,7 +157,7 @@ class Model:
             if labels.numel() != n:
                 raise ValueError(f"labels has {labels.numel()} entries for n={n} samples; give one label per sample")
         items, _, _ = generate(self.run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, labels=labels, schedule=schedule,
-                               device=self.device, progress=progress)
+                               device=self.device, progress=progress, guidance_interval=guidance_interval)
         return self.space.natural(items)
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ TRAIN_DEFAULTS = {
     "field_weights": {}, "vlb_weight": 0.0, "precision": "fp32", "compile": False, "betas": [0.9, 0.999], "max_minutes": None,
     "init": None,
 }
-SAMPLE_DEFAULTS = {"sampler": "dpmpp-2m", "steps": 20, "n": 1000, "batch_size": 1000, "guidance": None, "schedule": None, "constraint": None, "constraint_below": None, "options": {}}
+SAMPLE_DEFAULTS = {"sampler": "dpmpp-2m", "steps": 20, "n": 1000, "batch_size": 1000, "guidance": None, "guidance_interval": None, "schedule": None, "constraint": None, "constraint_below": None, "options": {}}
 
 
 class RecipeError(ValueError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from diffkit.denoiser import guided
+from diffkit.denoiser import check_guidance_interval, guided
 from diffkit.evaluation import EvalContext, run_metrics, split_items
 from diffkit.recipe import RecipeError, Run, build_run, build_space, conditioning_fields
 from diffkit.recipe_schema import check_component
@@ -125,7 +125,7 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
     on the element's label with ``guidance``. The result ``ẑ`` carries the diffusion's own fine structure (what it
     gets wrong in the last levels) while still describing ``x``, so ``(ẑ, x)`` is a training pair for the decoder
     (ground-truth-aligned codes, as a TTS vocoder is fine-tuned on its acoustic model's frames). Defaults: the
-    recipe's ``[sample]`` sampler, steps, guidance, options and constraint. Returns the codes (in ``elements``' order) and a JSON report."""
+    recipe's ``[sample]`` sampler, steps, guidance (and its interval), options and constraint. Returns the codes (in ``elements``' order) and a JSON report."""
     from diffkit.representations import encode_in_batches
     from diffkit.samplers import sampler_grid
 
@@ -136,6 +136,7 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
     check_component("samplers", sampler, "sampler")
     steps = positive_count(cfg["steps"] if steps is None else steps, "the number of sampling steps (--steps)")
     guidance = cfg.get("guidance") if guidance is None else guidance
+    interval = check_guidance_interval(cfg.get("guidance_interval"))
     k_lo, k_hi = (int(v) for v in last)
     if not 1 <= k_lo <= k_hi <= steps:
         raise ValueError(f"last = ({k_lo}, {k_hi}): the levels sampled again must satisfy 1 <= first <= second <= steps ({steps}); e.g. last = (3, 5) of 10 steps")
@@ -158,7 +159,7 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
             z0 = run.space.collate([codes[i] for i in idx])
             z_t, _ = diffusion.noise(z0, torch.full((len(idx),), float(times[start])), generator)
             cond = torch.tensor([labels[i] for i in idx]) if run.num_classes else None
-            made = fn(guided(run.denoiser, cond, guidance), z_t, times[start:], generator=generator, **opts)
+            made = fn(guided(run.denoiser, cond, guidance, interval), z_t, times[start:], generator=generator, **opts)
             for i, code in zip(idx, run.space.decode(made)):
                 out[i] = code
     report = {"n": len(codes), "sampler": sampler, "steps": steps, "guidance": guidance, "last": [k_lo, k_hi], "seed": int(seed),
@@ -249,7 +250,7 @@ def conditioning_state(state: State, fields: list[str]) -> State:
 
 
 def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None, schedule: str | None = None,
-             seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None,
+             guidance_interval=None, seed: int = 0, batch_size: int | None = None, labels: torch.Tensor | None = None, device: str = "cpu", progress: bool = False, options: dict | None = None,
              conditioning: State | None = None, constraint: str | None = None, constraint_below: float | None = None) -> tuple[list, list | None, dict]:
     """Draw ``n`` samples; returns decoded elements, their class labels (or None) and timing figures.
 
@@ -257,6 +258,8 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     at every level (default: the recipe's ``[sample] constraint``, normally none); ``""`` turns the recipe's off.
     ``constraint_below``: keep it only on the levels that start at ``t <= constraint_below`` (default: the recipe's
     ``[sample] constraint_below``; none: every level).
+    ``guidance_interval``: ``(t_lo, t_hi)``, guide only at times ``t_lo < t <= t_hi`` (:func:`diffkit.denoiser.guided`;
+    default: the recipe's ``[sample] guidance_interval``; none: every level).
 
     Elements are data elements (:attr:`Run.data_space`): a two-stage run decodes its samples through its representation.
 
@@ -274,6 +277,7 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     n = positive_count(n, "the number of samples (--n)")
     steps = positive_count(cfg["steps"] if steps is None else steps, "the number of sampling steps (--steps)")
     guidance = cfg.get("guidance") if guidance is None else guidance
+    guidance_interval = check_guidance_interval(cfg.get("guidance_interval") if guidance_interval is None else guidance_interval)
     schedule = schedule or cfg.get("schedule")
     batch_size = positive_count(cfg.get("batch_size", 1000) if batch_size is None else batch_size, "the sampling batch size")
     constraint = cfg.get("constraint") if constraint is None else constraint
@@ -297,7 +301,7 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         cond = None if labels is None or not run.num_classes else labels[start:start + b].to(device)
-        fn = guided(run.denoiser, cond, guidance)
+        fn = guided(run.denoiser, cond, guidance, guidance_interval)
         counted = _CountingDenoiser(fn)
         template = run.space.template(b, run.stats, generator).to(device)
         if fields:  # a mask in the conditioning fixes each sample's size
@@ -316,6 +320,7 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     seconds = time.perf_counter() - t0
     timing = {"sampler": sampler, "steps": steps, "nfe": nfe, "evaluations": evaluations, "seconds": seconds, "seconds_per_evaluation": seconds / max(evaluations, 1),
               "samples_per_second": n / max(seconds, 1e-9), "guidance": guidance,
+              **({"guidance_interval": list(guidance_interval)} if guidance_interval else {}),
               **({"constraint": constraint, "constraint_below": constraint_below} if constraint else {})}
     return items, (None if labels is None else labels.tolist()), timing
 
@@ -362,7 +367,7 @@ def evaluate(run: Run, items: list, labels: list | None, out_dir: Path | None = 
 
 def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
                seed: int = 0, out: str | Path | None = None, device: str = "cpu", progress: bool = True, evaluate_metrics: bool = True, schedule: str | None = None,
-               reference: str | Path | None = None, constraint: str | None = None, constraint_below: float | None = None) -> dict:
+               reference: str | Path | None = None, constraint: str | None = None, constraint_below: float | None = None, guidance_interval=None) -> dict:
     """``diffkit sample``: load a run (a directory, or a shipped model's name), draw samples, write them and (when the
     recipe names metrics) metrics.json. Samples go to ``RUN_DIR/samples``, or ``./NAME-samples`` for a shipped model.
 
@@ -381,6 +386,10 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if guidance is not None and not run.num_classes:
         raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
                          f"which is unconditional ([model] num_classes = 0); drop --guidance")
+    if guidance_interval is not None and not run.num_classes:
+        raise ValueError(f"--guidance-interval needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
+                         f"which is unconditional ([model] num_classes = 0); drop --guidance-interval")
+    check_guidance_interval(guidance_interval)  # before sampling, which may take minutes
     n = positive_count(run.recipe["sample"]["n"] if n is None else n, "the number of samples (--n)")
     if constraint:  # checked before sampling, which may take minutes
         sampler_constraint(run, sampler or run.recipe["sample"]["sampler"], constraint, constraint_below)
@@ -400,7 +409,7 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
         conditioning, cond_labels, cond_items = reference_conditioning(run, n)
     items, labels, timing = generate(run, n, sampler=sampler, steps=steps, guidance=guidance, seed=seed, device=device, progress=progress, schedule=schedule,
                                      conditioning=conditioning, labels=None if cond_labels is None else torch.tensor(cond_labels), constraint=constraint,
-                                     constraint_below=constraint_below)
+                                     constraint_below=constraint_below, guidance_interval=guidance_interval)
     out.mkdir(parents=True, exist_ok=True)
     names = run.recipe.get("eval", {}).get("metrics", [])
     reference_items = None
