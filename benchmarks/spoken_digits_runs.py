@@ -5,7 +5,7 @@ through the ten digits, and is scored by the audio plugin's judge against the re
 class accuracy, FD (with the half-reference floor), IS (with the real clips'). The real-time factor is the
 wall time of drawing and decoding the clips (a two-stage run's vocoder included) over the audio's duration.
 
-    python benchmarks/spoken_digits_runs.py --runs runs/sd-mel spoken-digits-cpu --settings 1.5@10 2@10 4@100@ancestral
+    python benchmarks/spoken_digits_runs.py --runs runs/sd-mel spoken-digits-cpu --settings 1.5@10 2@10 4@100@ancestral 3/0.3-0.9@10
 """
 from __future__ import annotations
 
@@ -20,11 +20,19 @@ import torch
 
 
 def parse_setting(text: str) -> dict:
-    """``GUIDANCE@STEPS[@SAMPLER]``, e.g. ``2@10`` (DPM-Solver++(2M)) or ``4@100@ancestral``."""
+    """``GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER]``, e.g. ``2@10`` (DPM-Solver++(2M)), ``4@100@ancestral``, or
+    ``3/0.3-0.9@10`` (guidance 3 only at times 0.3 < t <= 0.9, ``[sample] guidance_interval``)."""
     parts = text.split("@")
     if len(parts) not in (2, 3):
-        raise SystemExit(f"setting {text!r}: write GUIDANCE@STEPS or GUIDANCE@STEPS@SAMPLER, e.g. 2@10 or 4@100@ancestral")
-    return {"guidance": float(parts[0]), "steps": int(parts[1]), "sampler": parts[2] if len(parts) == 3 else "dpmpp-2m"}
+        raise SystemExit(f"setting {text!r}: write GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER], e.g. 2@10, 4@100@ancestral or 3/0.3-0.9@10")
+    guidance, _, interval = parts[0].partition("/")
+    return {"guidance": float(guidance), "steps": int(parts[1]), "sampler": parts[2] if len(parts) == 3 else "dpmpp-2m",
+            "guidance_interval": [float(v) for v in interval.split("-")] if interval else None}
+
+
+def _interval(row: dict) -> str:
+    interval = row.get("guidance_interval")
+    return f" in ({interval[0]:g}, {interval[1]:g}]" if interval else ""
 
 
 def main(argv=None) -> int:
@@ -33,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", nargs="+", default=["2@10"], help="GUIDANCE@STEPS[@SAMPLER] per row")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="the sampling seed of every row (the noise drawn; labels still cycle through the digits)")
     parser.add_argument("--write", default=None, help="GUIDANCE@STEPS[@SAMPLER]: write 16 clips and spectrograms of this setting per run")
     parser.add_argument("--out", default=f"benchmarks/results/spoken-digits-runs-{dt.date.today().isoformat()}.json")
     args = parser.parse_args(argv)
@@ -46,14 +55,15 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"date": dt.date.today().isoformat(), "threads": args.threads, "n": args.n, "load_average_start": os.getloadavg()[0], "rows": []}
+    report = {"date": dt.date.today().isoformat(), "threads": args.threads, "n": args.n, "seed": args.seed, "load_average_start": os.getloadavg()[0], "rows": []}
     settings = [(text, parse_setting(text)) for text in args.settings]
     for name in args.runs:
         run = load_run(resolve(name)[0])
         space = run.data_space
         for text, s in settings:
             t0 = time.perf_counter()
-            items, labels, timing = generate(run, args.n, sampler=s["sampler"], steps=s["steps"], guidance=s["guidance"], seed=0)
+            items, labels, timing = generate(run, args.n, sampler=s["sampler"], steps=s["steps"], guidance=s["guidance"], seed=args.seed,
+                                             guidance_interval=s["guidance_interval"])
             metrics = evaluate(run, items, labels)
             audio_seconds = len(items) * space.length / space.sample_rate
             row = {"run": name, "recipe": run.recipe.get("name"), **s, "nfe": timing["nfe"], "seconds": timing["seconds"],
@@ -69,12 +79,12 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Spoken-digit models side by side ({report['date']})", "",
              f"{args.n} clips per row, labels cycling through the digits; judged against each recipe's reference split. "
-             f"{args.threads} torch thread(s); load average {report['load_average_start']:.1f} at the start.", "",
+             f"Sampling seed {args.seed}; {args.threads} torch thread(s); load average {report['load_average_start']:.1f} at the start.", "",
              "| run | sampler | steps | NFE | guidance | accuracy | FD (floor) | IS (real) | real-time factor |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         m = r["metrics"]
         accuracy, fd, inception = judge_cells(m)
-        lines.append(f"| {r['run']} | {r['sampler']} | {r['steps']} | {r['nfe']} | {r['guidance']:g} | {accuracy} | {fd} | "
+        lines.append(f"| {r['run']} | {r['sampler']} | {r['steps']} | {r['nfe']} | {r['guidance']:g}{_interval(r)} | {accuracy} | {fd} | "
                      f"{inception} ({m.get('spoken_digits_is_reference', float('nan')):.2f}) | {r['real_time_factor']:.4f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
