@@ -21,13 +21,14 @@ import torch
 
 def parse_setting(text: str) -> dict:
     """``GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER]``, e.g. ``2@10`` (DPM-Solver++(2M)), ``4@100@ancestral``, or
-    ``3/0.3-0.9@10`` (guidance 3 only at times 0.3 < t <= 0.9, ``[sample] guidance_interval``)."""
+    ``3/0.3-0.9@10`` (guidance 3 only at times 0.3 < t <= 0.9, ``[sample] guidance_interval``). Without an
+    interval a setting guides at every level, even where the run's recipe names an interval."""
     parts = text.split("@")
     if len(parts) not in (2, 3):
         raise SystemExit(f"setting {text!r}: write GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER], e.g. 2@10, 4@100@ancestral or 3/0.3-0.9@10")
     guidance, _, interval = parts[0].partition("/")
     return {"guidance": float(guidance), "steps": int(parts[1]), "sampler": parts[2] if len(parts) == 3 else "dpmpp-2m",
-            "guidance_interval": [float(v) for v in interval.split("-")] if interval else None}
+            "guidance_interval": [float(v) for v in interval.split("-")] if interval else []}  # [] guides every level, whatever the recipe says
 
 
 def _interval(row: dict) -> str:

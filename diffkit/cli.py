@@ -79,8 +79,9 @@ def _parser(with_definitions: bool = False) -> argparse.ArgumentParser:
                    "times (0.9,0.5,0.1), of noise levels sigma/alpha (sigma:14.6,2.0,0.03) or of log-SNR values (log-snr:-8,0,6), or a .json file "
                    "holding a list of times or {\"sigma\": [...]}; a grid sets the number of levels")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = conditional only)")
-    s.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("T_LO", "T_HI"),
-                   help="guide only at times T_LO < t <= T_HI (data at 0), conditioning plainly elsewhere; default: the recipe's [sample] guidance_interval, else every level")
+    s.add_argument("--guidance-interval", nargs="+", default=None, metavar="T",
+                   help="T_LO T_HI: guide only at times T_LO < t <= T_HI (data at 0), conditioning plainly elsewhere; 'all': at every level; "
+                        "default: the recipe's [sample] guidance_interval, else every level")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", default=None, help="output directory (default RUN/samples, or ./NAME-samples for a shipped model)")
@@ -206,6 +207,19 @@ def _schedule_option(text: str | None, steps: int | None):
     return grid, len(grid)
 
 
+def _guidance_interval_option(words: list[str] | None):
+    """``--guidance-interval``: None (the recipe's), ``()`` for ``all`` (every level), or two times."""
+    if words is None:
+        return None
+    if words == ["all"]:
+        return ()
+    try:
+        lo, hi = (float(w) for w in words)
+    except ValueError:
+        raise ValueError(f"--guidance-interval takes two times T_LO T_HI or the word all, got {' '.join(words)!r}; e.g. --guidance-interval 0.5 0.9") from None
+    return lo, hi
+
+
 def _cmd_sample(args) -> int:
     from diffkit.runs import sample_run
 
@@ -213,7 +227,7 @@ def _cmd_sample(args) -> int:
     schedule, steps = _schedule_option(args.schedule, args.steps)
     summary = sample_run(args.run_dir, n=args.n, sampler=args.sampler, steps=steps, guidance=args.guidance, seed=args.seed, out=args.out,
                          device=args.device, progress=not args.quiet, evaluate_metrics=not args.no_metrics, schedule=schedule, reference=args.reference,
-                         constraint=args.constraint, constraint_below=args.constraint_below, guidance_interval=args.guidance_interval)
+                         constraint=args.constraint, constraint_below=args.constraint_below, guidance_interval=_guidance_interval_option(args.guidance_interval))
     read = summary.get("reference")
     if read and read["skipped"]:
         first = read["failures"][0]

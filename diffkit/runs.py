@@ -162,7 +162,8 @@ def diffusion_reconstructions(run: Run, elements: list, labels: list | None = No
             made = fn(guided(run.denoiser, cond, guidance, interval), z_t, times[start:], generator=generator, **opts)
             for i, code in zip(idx, run.space.decode(made)):
                 out[i] = code
-    report = {"n": len(codes), "sampler": sampler, "steps": steps, "guidance": guidance, "last": [k_lo, k_hi], "seed": int(seed),
+    report = {"n": len(codes), "sampler": sampler, "steps": steps, "guidance": guidance, **({"guidance_interval": list(interval)} if interval else {}),
+              "last": [k_lo, k_hi], "seed": int(seed),
               "start_times": [float(times[len(times) - k]) for k in range(k_lo, k_hi + 1)], "seconds": time.perf_counter() - t0}
     return out, report
 
@@ -259,7 +260,7 @@ def generate(run: Run, n: int, *, sampler: str | None = None, steps: int | None 
     ``constraint_below``: keep it only on the levels that start at ``t <= constraint_below`` (default: the recipe's
     ``[sample] constraint_below``; none: every level).
     ``guidance_interval``: ``(t_lo, t_hi)``, guide only at times ``t_lo < t <= t_hi`` (:func:`diffkit.denoiser.guided`;
-    default: the recipe's ``[sample] guidance_interval``; none: every level).
+    default: the recipe's ``[sample] guidance_interval``, where ``()`` overrides it with guidance at every level).
 
     Elements are data elements (:attr:`Run.data_space`): a two-stage run decodes its samples through its representation.
 
@@ -386,7 +387,7 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if guidance is not None and not run.num_classes:
         raise ValueError(f"guidance {guidance:g} needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
                          f"which is unconditional ([model] num_classes = 0); drop --guidance")
-    if guidance_interval is not None and not run.num_classes:
+    if guidance_interval and not run.num_classes:
         raise ValueError(f"--guidance-interval needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
                          f"which is unconditional ([model] num_classes = 0); drop --guidance-interval")
     check_guidance_interval(guidance_interval)  # before sampling, which may take minutes

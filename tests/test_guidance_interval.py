@@ -98,9 +98,21 @@ def test_a_malformed_interval_is_refused_in_one_line(bad):
     assert "guidance_interval" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_good_interval_is_two_floats():
+def test_a_good_interval_is_two_floats_and_an_empty_one_means_every_level():
     assert check_guidance_interval([0, 1]) == (0.0, 1.0)
-    assert check_guidance_interval(None) is None
+    assert check_guidance_interval((0.5, float("inf"))) == (0.5, float("inf"))
+    assert check_guidance_interval(None) is None and check_guidance_interval([]) is None and check_guidance_interval(()) is None
+
+
+def test_the_cli_reads_two_times_or_all():
+    from diffkit.cli import _guidance_interval_option
+
+    assert _guidance_interval_option(None) is None
+    assert _guidance_interval_option(["all"]) == ()
+    assert _guidance_interval_option(["0.5", "0.9"]) == (0.5, 0.9)
+    for bad in (["0.5"], ["a", "b"], ["0.1", "0.2", "0.3"]):
+        with pytest.raises(ValueError, match="--guidance-interval takes two times"):
+            _guidance_interval_option(bad)
 
 
 def test_the_recipe_interval_reaches_sampling_and_the_cli_refuses_it_without_classes(tmp_path, capsys):
@@ -122,3 +134,5 @@ def test_the_recipe_interval_reaches_sampling_and_the_cli_refuses_it_without_cla
     run.recipe["sample"]["guidance_interval"] = [0.1, 0.7]
     _, _, timing = generate(run, 4)
     assert timing["guidance_interval"] == [0.1, 0.7]
+    _, _, timing = generate(run, 4, guidance_interval=())  # an empty interval overrides the recipe's: every level
+    assert "guidance_interval" not in timing
