@@ -116,6 +116,7 @@ def main(argv=None) -> int:
             train_seconds = time.perf_counter() - t0
         sampled = sample_run(run_dir, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=0, out=work / "samples", progress=False)
         figures = {"sampler": sampled["sampler"], "steps": sampled["steps"], "n": sampled["n"], "seed": 0, "guidance": sampled.get("guidance"),
+                   **({"guidance_interval": sampled["guidance_interval"]} if sampled.get("guidance_interval") else {}),
                    "metrics": {k: v for k, v in sampled.get("metrics", {}).items() if isinstance(v, (int, float))},
                    "train_seconds": None if train_seconds is None else round(train_seconds, 1), "torch_threads": torch.get_num_threads()}
         if args.run:
