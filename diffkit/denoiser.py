@@ -138,15 +138,15 @@ class Denoiser(nn.Module):
 
 
 def check_guidance_interval(interval) -> tuple[float, float] | None:
-    """``interval`` as ``(t_lo, t_hi)`` floats with ``0 <= t_lo < t_hi`` (``t_hi`` may be infinite), or None for
-    guidance at every level (given None or an empty sequence); a one-line error otherwise."""
+    """``interval`` as ``(t_lo, t_hi)`` finite floats with ``0 <= t_lo < t_hi``, or None for guidance at every level
+    (given None or an empty sequence); a one-line error otherwise."""
     if interval is None or (isinstance(interval, (list, tuple)) and len(interval) == 0):
         return None
     try:
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
         raise ValueError(f"guidance_interval must be two times [t_lo, t_hi], got {interval!r}; e.g. guidance_interval = [0.1, 0.7]") from None
-    if not (math.isfinite(lo) and not math.isnan(hi) and 0.0 <= lo < hi):
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo < hi):
         raise ValueError(f"guidance_interval [{lo:g}, {hi:g}] must satisfy 0 <= t_lo < t_hi (times of the diffusion, data at 0); e.g. [0.1, 0.7]")
     return lo, hi
 

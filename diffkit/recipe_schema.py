@@ -85,6 +85,14 @@ def validate_recipe(recipe: dict, name: str | None = None) -> None:
         elif "process" not in table:
             typo = difflib.get_close_matches("process", [str(k) for k in table], n=1, cutoff=0.7)
             problems.append(f"[diffusion.{field}] has no 'process' key" + (f" ({typo[0]!r} is not 'process')" if typo else ""))
+    interval = recipe.get("sample", {}).get("guidance_interval") if isinstance(recipe.get("sample"), dict) else None
+    if interval is not None:  # checked here, not first when sampling after hours of training
+        from diffkit.denoiser import check_guidance_interval
+
+        try:
+            check_guidance_interval(interval)
+        except ValueError as err:
+            problems.append(f"[sample] {err}")
     if problems:
         raise RecipeError(f"recipe {label!r}: " + "; ".join(problems) + "; see docs/contracts.md for the recipe format")
 

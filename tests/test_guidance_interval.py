@@ -91,7 +91,7 @@ def test_guidance_kept_to_low_noise_keeps_the_class_and_its_spread():
     assert abs(spread(late) - spread(plain)) < 0.5 * abs(spread(every) - spread(plain)), (spread(late), spread(plain), spread(every))
 
 
-@pytest.mark.parametrize("bad", [(0.5, 0.2), (0.3, 0.3), (-0.1, 0.5), (0.1, float("nan")), (0.1,), "early", 3])
+@pytest.mark.parametrize("bad", [(0.5, 0.2), (0.3, 0.3), (-0.1, 0.5), (0.1, float("nan")), (0.1, float("inf")), (0.1,), "early", 3])
 def test_a_malformed_interval_is_refused_in_one_line(bad):
     with pytest.raises(ValueError) as err:
         check_guidance_interval(bad)
@@ -100,7 +100,7 @@ def test_a_malformed_interval_is_refused_in_one_line(bad):
 
 def test_a_good_interval_is_two_floats_and_an_empty_one_means_every_level():
     assert check_guidance_interval([0, 1]) == (0.0, 1.0)
-    assert check_guidance_interval((0.5, float("inf"))) == (0.5, float("inf"))
+    assert check_guidance_interval((0.5, 2)) == (0.5, 2.0)  # past the diffusion's last time: every level from 0.5 up
     assert check_guidance_interval(None) is None and check_guidance_interval([]) is None and check_guidance_interval(()) is None
 
 
@@ -113,6 +113,18 @@ def test_the_cli_reads_two_times_or_all():
     for bad in (["0.5"], ["a", "b"], ["0.1", "0.2", "0.3"]):
         with pytest.raises(ValueError, match="--guidance-interval takes two times"):
             _guidance_interval_option(bad)
+
+
+def test_a_recipe_with_a_malformed_interval_is_refused_before_training(tmp_path):
+    from diffkit.recipe import RecipeError
+    from diffkit.training.trainer import train
+
+    recipe = {"name": "gi", "data": {"dataset": "gmm", "options": {"name": "ring8", "n": 64}}, "diffusion": {"x": {"process": "vp-cosine"}},
+              "model": {"backbone": "mlp", "options": {"hidden": 16, "depth": 1}}, "train": {"steps": 2, "batch_size": 16},
+              "sample": {"guidance_interval": [0.9, 0.5]}}
+    with pytest.raises(RecipeError, match=r"\[sample\] guidance_interval \[0.9, 0.5\] must satisfy"):
+        train(recipe, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_the_recipe_interval_reaches_sampling_and_the_cli_refuses_it_without_classes(tmp_path, capsys):
