@@ -39,11 +39,11 @@ def _interval(row: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True, help="run directories or shipped model names")
-    parser.add_argument("--settings", nargs="+", default=["2@10"], help="GUIDANCE@STEPS[@SAMPLER] per row")
+    parser.add_argument("--settings", nargs="+", default=["2@10"], help="GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER] per row")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="the sampling seed of every row (the noise drawn; labels still cycle through the digits)")
-    parser.add_argument("--write", default=None, help="GUIDANCE@STEPS[@SAMPLER]: write 16 clips and spectrograms of this setting per run")
+    parser.add_argument("--write", default=None, help="one of the --settings, as written there: write 16 clips and spectrograms of this setting per run")
     parser.add_argument("--out", default=f"benchmarks/results/spoken-digits-runs-{dt.date.today().isoformat()}.json")
     args = parser.parse_args(argv)
     from diffkit.cpu import flush_denormals

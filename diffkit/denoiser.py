@@ -176,8 +176,10 @@ def guided(denoiser: Denoiser, cond: torch.Tensor | None = None, guidance: float
             return predict(state_t, t, guidance if lo < t_one <= hi else None)
         times = torch.as_tensor(t).reshape(-1)
         inside = (times > lo) & (times <= hi)
-        if bool(inside.all()) or not bool(inside.any()):
-            return predict(state_t, t, guidance if bool(inside.all()) else None)
+        if bool(inside.all()):
+            return predict(state_t, t, guidance)
+        if not bool(inside.any()):
+            return predict(state_t, t, None)
         with_w, plain = predict(state_t, t, guidance), predict(state_t, t, None)
         return State({k: torch.where(inside.to(v.device).view(-1, *[1] * (v.dim() - 1)), v, plain[k]) for k, v in with_w.items()})
 

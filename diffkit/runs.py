@@ -390,7 +390,6 @@ def sample_run(run_dir: str | Path, *, n: int | None = None, sampler: str | None
     if guidance_interval and not run.num_classes:
         raise ValueError(f"--guidance-interval needs a class-conditional model, and {run_dir} holds recipe {run.recipe['name']!r}, "
                          f"which is unconditional ([model] num_classes = 0); drop --guidance-interval")
-    check_guidance_interval(guidance_interval)  # before sampling, which may take minutes
     n = positive_count(run.recipe["sample"]["n"] if n is None else n, "the number of samples (--n)")
     if constraint:  # checked before sampling, which may take minutes
         sampler_constraint(run, sampler or run.recipe["sample"]["sampler"], constraint, constraint_below)

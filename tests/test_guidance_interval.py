@@ -13,6 +13,8 @@ from diffkit.state import State
 
 MEANS = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
 STD = 0.5
+TINY_RECIPE = {"name": "gi", "data": {"dataset": "gmm", "options": {"name": "ring8", "n": 64}}, "diffusion": {"x": {"process": "vp-cosine"}},
+               "model": {"backbone": "mlp", "options": {"hidden": 16, "depth": 1}}, "train": {"steps": 2, "batch_size": 16}}
 
 
 class ExactConditional(torch.nn.Module):
@@ -119,9 +121,7 @@ def test_a_recipe_with_a_malformed_interval_is_refused_before_training(tmp_path)
     from diffkit.recipe import RecipeError
     from diffkit.training.trainer import train
 
-    recipe = {"name": "gi", "data": {"dataset": "gmm", "options": {"name": "ring8", "n": 64}}, "diffusion": {"x": {"process": "vp-cosine"}},
-              "model": {"backbone": "mlp", "options": {"hidden": 16, "depth": 1}}, "train": {"steps": 2, "batch_size": 16},
-              "sample": {"guidance_interval": [0.9, 0.5]}}
+    recipe = {**TINY_RECIPE, "sample": {"guidance_interval": [0.9, 0.5]}}
     with pytest.raises(RecipeError, match=r"\[sample\] guidance_interval \[0.9, 0.5\] must satisfy"):
         train(recipe, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -132,9 +132,7 @@ def test_the_recipe_interval_reaches_sampling_and_the_cli_refuses_it_without_cla
     from diffkit.runs import generate, load_run
     from diffkit.training.trainer import train
 
-    recipe = {"name": "gi", "data": {"dataset": "gmm", "options": {"name": "ring8", "n": 64}}, "diffusion": {"x": {"process": "vp-cosine"}},
-              "model": {"backbone": "mlp", "options": {"hidden": 16, "depth": 1}}, "train": {"steps": 2, "batch_size": 16},
-              "sample": {"steps": 2, "n": 8}}
+    recipe = {**TINY_RECIPE, "sample": {"steps": 2, "n": 8}}
     out = tmp_path / "run"
     train(recipe, out, progress=False)
     assert main(["sample", str(out), "--guidance-interval", "0.1", "0.7", "--n", "8", "--quiet"]) == 2
