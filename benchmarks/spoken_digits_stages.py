@@ -45,7 +45,7 @@ def judge_frames(frames: torch.Tensor) -> torch.Tensor:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a two-stage run directory or shipped model name (a log-mel representation)")
-    parser.add_argument("--settings", nargs="+", default=["2@10"], help="GUIDANCE@STEPS[@SAMPLER] per row")
+    parser.add_argument("--settings", nargs="+", default=["2@10"], help="GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER] per row (as in spoken_digits_runs.py)")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vocoder-noise", type=float, nargs="*", default=[], help="retrain the learned vocoder with these augmentation levels")
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
         kept, run.representation = run.representation, None  # generate() then returns the codes undecoded
         try:
             t0 = time.perf_counter()
-            codes, _, _ = generate(run, args.n, sampler=s["sampler"], steps=s["steps"], guidance=s["guidance"], seed=0)
+            codes, _, _ = generate(run, args.n, sampler=s["sampler"], steps=s["steps"], guidance=s["guidance"],
+                                      guidance_interval=s["guidance_interval"], seed=0)
             seconds = time.perf_counter() - t0
         finally:
             run.representation = kept
