@@ -22,7 +22,8 @@ import torch
 def parse_setting(text: str) -> dict:
     """``GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER]``, e.g. ``2@10`` (DPM-Solver++(2M)), ``4@100@ancestral``, or
     ``3/0.3-0.9@10`` (guidance 3 only at times 0.3 < t <= 0.9, ``[sample] guidance_interval``). Without an
-    interval a setting guides at every level, even where the run's recipe names an interval."""
+    interval a setting guides at every level, even where the run's recipe names an interval. The keys are
+    :func:`diffkit.runs.generate`'s keyword arguments, so a caller passes the setting whole (``generate(run, n, **s)``)."""
     parts = text.split("@")
     if len(parts) not in (2, 3):
         raise SystemExit(f"setting {text!r}: write GUIDANCE[/T_LO-T_HI]@STEPS[@SAMPLER], e.g. 2@10, 4@100@ancestral or 3/0.3-0.9@10")
@@ -63,8 +64,7 @@ def main(argv=None) -> int:
         space = run.data_space
         for text, s in settings:
             t0 = time.perf_counter()
-            items, labels, timing = generate(run, args.n, sampler=s["sampler"], steps=s["steps"], guidance=s["guidance"], seed=args.seed,
-                                             guidance_interval=s["guidance_interval"])
+            items, labels, timing = generate(run, args.n, **s, seed=args.seed)
             metrics = evaluate(run, items, labels)
             audio_seconds = len(items) * space.length / space.sample_rate
             row = {"run": name, "recipe": run.recipe.get("name"), **s, "nfe": timing["nfe"], "seconds": timing["seconds"],

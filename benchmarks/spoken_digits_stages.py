@@ -99,8 +99,7 @@ def main(argv=None) -> int:
         kept, run.representation = run.representation, None  # generate() then returns the codes undecoded
         try:
             t0 = time.perf_counter()
-            codes, _, _ = generate(run, args.n, sampler=s["sampler"], steps=s["steps"], guidance=s["guidance"],
-                                      guidance_interval=s["guidance_interval"], seed=0)
+            codes, _, _ = generate(run, args.n, **s, seed=0)
             seconds = time.perf_counter() - t0
         finally:
             run.representation = kept
