@@ -35,6 +35,9 @@ BENCH = {"task": str, "method": str, "primary": str, "higher_is_better": bool, "
 RECIPE = {"name": str, "description": str, "aliases": list, "seed": int, "data": DATA, "diffusion": OPEN, "model": MODEL, "train": TRAIN, "sample": SAMPLE,
           "eval": EVAL, "bench": BENCH, "representation": REPRESENTATION}
 REQUIRED = ("data", "diffusion", "model")
+PRECISIONS = ("fp32", "bf16")
+"""``[train] precision``: float32 throughout, or the training loss's forward pass under bfloat16 autocast (the weights,
+the optimiser and the EMA stay float32)."""
 
 
 def closest(name: str, valid) -> str:
@@ -85,6 +88,9 @@ def validate_recipe(recipe: dict, name: str | None = None) -> None:
         elif "process" not in table:
             typo = difflib.get_close_matches("process", [str(k) for k in table], n=1, cutoff=0.7)
             problems.append(f"[diffusion.{field}] has no 'process' key" + (f" ({typo[0]!r} is not 'process')" if typo else ""))
+    precision = recipe.get("train", {}).get("precision", "fp32") if isinstance(recipe.get("train"), dict) else "fp32"
+    if precision not in PRECISIONS:
+        problems.append(f"[train] precision must be one of {', '.join(PRECISIONS)} (bf16: the loss's forward pass under bfloat16 autocast), got {precision!r}")
     interval = recipe.get("sample", {}).get("guidance_interval") if isinstance(recipe.get("sample"), dict) else None
     if interval is not None:  # checked here, not first when sampling after hours of training
         from diffkit.denoiser import check_guidance_interval

@@ -43,8 +43,9 @@ class LogMel(Representation):
     ``n_iter`` (Griffin-Lim iterations), ``vocoder_sampler``, ``vocoder_steps`` (a DiffWave vocoder's sampling),
     ``learned_channels``, ``learned_steps``, ``learned_minutes``, ``learned_batch``, ``learned_lr``, ``learned_noise`` (the learned vocoder;
     ``learned_noise``: its conditioning augmentation, the largest noise level added to its input frames in units of each band's
-    deviation, see diffkit_audio.vocoder; 0 trains on clean frames), ``learned_kind`` (``"upsample"`` or ``"istft"``) and
-    ``learned_layers`` (the ``"istft"`` network's blocks)."""
+    deviation, see diffkit_audio.vocoder; 0 trains on clean frames), ``learned_kind`` (``"upsample"`` or ``"istft"``),
+    ``learned_layers`` (the ``"istft"`` network's blocks) and ``learned_precision`` (``"fp32"`` or ``"bf16"``: the fit's and
+    the tune's forward passes under bfloat16 autocast, diffkit_audio.vocoder.train_vocoder; decoding is float32 either way)."""
 
     name = "log-mel"
     learned = True  # the per-band standardisation is fitted (a mean and a deviation per band)
@@ -53,7 +54,7 @@ class LogMel(Representation):
     def __init__(self, space: AudioSpace, n_mels: int = 40, hop: int = 64, layout: str = "image", vocoder: str = "griffin-lim", n_iter: int = 64,
                  vocoder_sampler: str = "dpmpp-2m", vocoder_steps: int = 10, learned_channels: int = 128, learned_steps: int = 4000,
                  learned_minutes: float | None = None, learned_batch: int = 16, learned_lr: float = 2e-3, learned_noise: float = 0.0,
-                 learned_kind: str = "upsample", learned_layers: int = 8):
+                 learned_kind: str = "upsample", learned_layers: int = 8, learned_precision: str = "fp32"):
         if not isinstance(space, AudioSpace) or space.channels != 1:
             raise RepresentationError(f"representation 'log-mel' encodes mono clips of the audio space, not {getattr(space, 'name', space)!r} "
                                       f"with {getattr(space, 'channels', '?')} channel(s)")
@@ -66,7 +67,7 @@ class LogMel(Representation):
                         "vocoder_sampler": str(vocoder_sampler), "vocoder_steps": int(vocoder_steps)}
         self.learned_vocoder = None
         if self.options["vocoder"] == "learned":
-            from diffkit_audio.vocoder import VOCODER_KINDS, IstftVocoder, MelVocoder
+            from diffkit_audio.vocoder import PRECISIONS, VOCODER_KINDS, IstftVocoder, MelVocoder
 
             self.options.update(learned_channels=int(learned_channels), learned_steps=int(learned_steps), learned_batch=int(learned_batch),
                                 learned_lr=float(learned_lr), learned_minutes=None if learned_minutes is None else float(learned_minutes))
@@ -75,6 +76,10 @@ class LogMel(Representation):
                 if not (noise > 0 and math.isfinite(noise)):
                     raise RepresentationError(f"representation 'log-mel': learned_noise must be a finite number >= 0, got {learned_noise!r}")
                 self.options["learned_noise"] = noise
+            if learned_precision not in PRECISIONS:
+                raise RepresentationError(f"representation 'log-mel': learned_precision must be one of {', '.join(PRECISIONS)}, got {learned_precision!r}")
+            if learned_precision != "fp32":  # written only when set, as learned_noise
+                self.options["learned_precision"] = learned_precision
             if learned_kind == "upsample":
                 self.learned_vocoder = MelVocoder(int(n_mels), int(hop), self.options["learned_channels"]).eval()
             elif learned_kind == "istft":  # kind and depth written only for this kind: the configs of upsampling runs stay as they were
@@ -125,6 +130,7 @@ class LogMel(Representation):
             return {"vocoder": train_vocoder(self.learned_vocoder, self._waves(elements), self.log_mel, steps=o["learned_steps"],
                                              minutes=o["learned_minutes"], batch_size=o["learned_batch"], lr=o["learned_lr"],
                                              seed=torch.initial_seed(), noise=o.get("learned_noise", 0.0), band_std=self.std,
+                                             precision=o.get("learned_precision", "fp32"),
                                              progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))}
 
     @property
@@ -152,7 +158,7 @@ class LogMel(Representation):
         with progress_bar(None, "tune mel vocoder") as bar:
             return {"vocoder_tune": train_vocoder(self.learned_vocoder, self._waves(elements), self.log_mel, steps=steps, minutes=float(minutes),
                                                   batch_size=o["learned_batch"], lr=o["learned_lr"] / 4, seed=int(seed), noise=o.get("learned_noise", 0.0),
-                                                  band_std=self.std, inputs=frames, share=float(share),
+                                                  band_std=self.std, inputs=frames, share=float(share), precision=o.get("learned_precision", "fp32"),
                                                   progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", refresh=False)))}
 
     @torch.no_grad()

@@ -242,3 +242,39 @@ def test_a_learned_vocoder_is_tuned_on_given_codes_and_the_codes_stay_as_they_we
         rep.tune_decoder(clips, codes[:3], minutes=0.01)
     with pytest.raises(RepresentationError, match="no learned vocoder to tune"):
         LogMel(space, n_mels=20, hop=64).tune_decoder(clips, codes, minutes=0.01)
+
+
+def test_bf16_training_runs_the_network_in_bfloat16_and_keeps_weights_head_and_inverse_stft_in_float32():
+    """Under ``precision="bf16"`` the blocks compute in bfloat16 (a hook sees it), the head's input and output and the
+    wave are float32, the weights stay float32, and the tones are learned as in float32."""
+    torch.manual_seed(0)
+    waves = tones(16)
+    log_mel = lambda w: mel_spectrogram(w, 8000, 20, 64)  # noqa: E731
+    voc = IstftVocoder(n_mels=20, hop=64, channels=32, layers=2)
+    seen = {}
+    voc.blocks[0].up.register_forward_hook(lambda m, i, o: seen.__setitem__("block", o.dtype))
+    voc.head.register_forward_hook(lambda m, i, o: seen.update(head_in=i[0].dtype, head_out=o.dtype))
+    with torch.no_grad():
+        before = float(spectral_loss(voc(log_mel(waves)), waves))
+    report = train_vocoder(voc, waves, log_mel, steps=60, batch_size=8, lr=3e-3, seed=0, precision="bf16")
+    assert seen == {"block": torch.bfloat16, "head_in": torch.float32, "head_out": torch.float32}
+    assert all(p.dtype == torch.float32 for p in voc.parameters()) and report["precision"] == "bf16"
+    with torch.no_grad():
+        after = float(spectral_loss(voc(log_mel(waves)), waves))
+    assert after < 0.8 * before
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert voc(log_mel(waves[:2])).dtype == torch.float32
+    assert "precision" not in train_vocoder(voc, waves, log_mel, steps=1, batch_size=4)  # float32 reports stay as they were
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        train_vocoder(voc, waves, log_mel, steps=1, precision="fp16")
+
+
+def test_the_first_stage_keeps_its_vocoders_precision_in_its_config():
+    space = AudioSpace(channels=1, length=1024, sample_rate=8000)
+    rep = LogMel(space, n_mels=20, hop=64, layout="sequence", vocoder="learned", learned_kind="istft", learned_channels=16, learned_layers=1,
+                 learned_steps=2, learned_batch=4, learned_precision="bf16")
+    assert rep.fit(list(tones(8)))["vocoder"]["precision"] == "bf16" and rep.config()["learned_precision"] == "bf16"
+    assert LogMel(space, **rep.config()).options["learned_precision"] == "bf16"
+    assert "learned_precision" not in LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16).config()  # older configs stay as they were
+    with pytest.raises(RepresentationError, match="learned_precision must be one of fp32, bf16"):
+        LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16, learned_precision="half")
