@@ -35,9 +35,7 @@ BENCH = {"task": str, "method": str, "primary": str, "higher_is_better": bool, "
 RECIPE = {"name": str, "description": str, "aliases": list, "seed": int, "data": DATA, "diffusion": OPEN, "model": MODEL, "train": TRAIN, "sample": SAMPLE,
           "eval": EVAL, "bench": BENCH, "representation": REPRESENTATION}
 REQUIRED = ("data", "diffusion", "model")
-PRECISIONS = ("fp32", "bf16")
-"""``[train] precision``: float32 throughout, or the training loss's forward pass under bfloat16 autocast (the weights,
-the optimiser and the EMA stay float32)."""
+from diffkit.cpu import PRECISIONS  # noqa: E402  ([train] precision: diffkit.cpu says what each means)
 
 
 def closest(name: str, valid) -> str:
@@ -90,7 +88,8 @@ def validate_recipe(recipe: dict, name: str | None = None) -> None:
             problems.append(f"[diffusion.{field}] has no 'process' key" + (f" ({typo[0]!r} is not 'process')" if typo else ""))
     precision = recipe.get("train", {}).get("precision", "fp32") if isinstance(recipe.get("train"), dict) else "fp32"
     if precision not in PRECISIONS:
-        problems.append(f"[train] precision must be one of {', '.join(PRECISIONS)} (bf16: the loss's forward pass under bfloat16 autocast), got {precision!r}")
+        problems.append(f"[train] precision must be one of {', '.join(PRECISIONS)} (bf16: the loss's forward pass under bfloat16 autocast; "
+                        f"auto: bf16 where the device has bfloat16 units, see diffkit.cpu), got {precision!r}")
     interval = recipe.get("sample", {}).get("guidance_interval") if isinstance(recipe.get("sample"), dict) else None
     if interval is not None:  # checked here, not first when sampling after hours of training
         from diffkit.denoiser import check_guidance_interval

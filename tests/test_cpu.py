@@ -30,3 +30,16 @@ def test_the_command_line_flushes_them_in_its_worker_threads_too():
     code = ("import torch; from diffkit.cli import main; main(['plugins']); torch.set_num_threads(2); "
             "x = torch.full((4096, 256), 1e-39); print(float((x * 1.0).abs().sum()))")  # large enough to run on the OpenMP workers
     assert float(run(code, DIFFKIT_DENORMALS="")) == 0.0
+
+
+def test_auto_precision_is_bf16_only_where_the_device_has_bfloat16_units(monkeypatch):
+    from diffkit import cpu
+
+    assert cpu.resolve_precision("fp32") == "fp32" and cpu.resolve_precision("bf16", "cuda:0") == "bf16"
+    monkeypatch.setattr(cpu, "native_bf16", lambda device="cpu": True)
+    assert cpu.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(cpu, "native_bf16", lambda device="cpu": False)
+    assert cpu.resolve_precision("auto", "cpu") == "fp32"
+    assert cpu.native_bf16("mps") is False  # no device kind whose gain was measured here
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto.*'half'"):
+        cpu.resolve_precision("half")

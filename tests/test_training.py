@@ -314,3 +314,12 @@ def test_an_unknown_precision_is_refused_when_the_recipe_is_loaded():
 
     with pytest.raises(RecipeError, match=r"\[train\] precision must be one of fp32, bf16.*'fp16'"):
         load_recipe(small_recipe(precision="fp16"))
+
+
+def test_auto_precision_is_resolved_for_the_device_and_logged(tmp_path, monkeypatch):
+    from diffkit import cpu
+
+    monkeypatch.setattr(cpu, "native_bf16", lambda device="cpu": False)
+    summary = train(small_recipe(precision="auto", steps=10), tmp_path / "run", progress=False)
+    assert summary["precision"] == "fp32"
+    assert {"step": 0, "event": "precision", "requested": "auto", "precision": "fp32"} in read_log(tmp_path / "run")

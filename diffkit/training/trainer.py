@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from diffkit import __version__
+from diffkit.cpu import resolve_precision
 from diffkit.denoiser import Denoiser
 from diffkit.losses import diffusion_loss
 from diffkit.recipe import build_run, collate_dataset, load_dataset, load_recipe
@@ -294,7 +295,10 @@ class Trainer:
         local = B // self.world
         shard = slice(self.rank * local, (self.rank + 1) * local) if self.world > 1 else None
         N = self.data.batch_size
-        autocast = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16) if self.cfg.get("precision") == "bf16" else nullcontext()
+        precision = resolve_precision(self.cfg.get("precision", "fp32"), self.device)
+        autocast = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        if self.cfg.get("precision", "fp32") != "fp32":  # what "auto" became on this device, in the log
+            self._log({"step": self.step, "event": "precision", "requested": self.cfg["precision"], "precision": precision})
         params = [p for p in self.backbone.parameters() if p.requires_grad]
         self.backbone.train()
         if self.step == 0:
@@ -342,7 +346,7 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         seconds = time.perf_counter() - t_start
-        return {"recipe": self.recipe["name"], "steps": self.step, "out": str(self.out_dir), "seconds": seconds, **last}
+        return {"recipe": self.recipe["name"], "steps": self.step, "out": str(self.out_dir), "seconds": seconds, "precision": precision, **last}
 
 
 def check_output_dir(out_dir: Path, resume: bool) -> None:

@@ -44,8 +44,9 @@ class LogMel(Representation):
     ``learned_channels``, ``learned_steps``, ``learned_minutes``, ``learned_batch``, ``learned_lr``, ``learned_noise`` (the learned vocoder;
     ``learned_noise``: its conditioning augmentation, the largest noise level added to its input frames in units of each band's
     deviation, see diffkit_audio.vocoder; 0 trains on clean frames), ``learned_kind`` (``"upsample"`` or ``"istft"``),
-    ``learned_layers`` (the ``"istft"`` network's blocks) and ``learned_precision`` (``"fp32"`` or ``"bf16"``: the fit's and
-    the tune's forward passes under bfloat16 autocast, diffkit_audio.vocoder.train_vocoder; decoding is float32 either way)."""
+    ``learned_layers`` (the ``"istft"`` network's blocks) and ``learned_precision`` (``"fp32"``, ``"bf16"``: the fit's and
+    the tune's forward passes under bfloat16 autocast, diffkit_audio.vocoder.train_vocoder, or ``"auto"``: bf16 where the CPU
+    has bfloat16 units, diffkit.cpu; decoding is float32 either way)."""
 
     name = "log-mel"
     learned = True  # the per-band standardisation is fitted (a mean and a deviation per band)

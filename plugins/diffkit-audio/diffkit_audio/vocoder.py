@@ -53,6 +53,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from diffkit.cpu import PRECISIONS, resolve_precision
+
 from diffkit_audio.metrics import RESOLUTIONS
 
 
@@ -140,9 +142,6 @@ class IstftVocoder(nn.Module):
         return wave[:, None]
 
 
-PRECISIONS = ("fp32", "bf16")
-"""What ``train_vocoder`` computes the network's forward pass in (``precision``)."""
-
 VOCODER_KINDS = {"upsample": MelVocoder, "istft": IstftVocoder}
 """The learned vocoders by name (``LogMel``'s ``learned_kind``)."""
 
@@ -176,13 +175,17 @@ def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: i
     ``precision``: ``"bf16"`` runs the network's forward pass under bfloat16 autocast (the weights, the optimiser, the
     losses and ``IstftVocoder``'s head and inverse STFT stay float32). On a CPU with bfloat16 matrix units (Intel AMX)
     a step of the 128-wide ``IstftVocoder`` takes about three quarters of the time, a 256-wide one about 0.6 (one
-    thread of an Intel Xeon with AMX); a CPU without them emulates bfloat16 and may well be slower than ``"fp32"``."""
+    thread of an Intel Xeon with AMX); a CPU without them emulates bfloat16 and may well be slower than ``"fp32"``.
+    ``"auto"`` is bf16 where the CPU has them (:func:`diffkit.cpu.resolve_precision`); the report names what ran."""
     if not (noise >= 0 and math.isfinite(noise)):
         raise ValueError(f"mel vocoder: the augmentation noise level must be a finite number >= 0, got {noise}")
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"mel vocoder: share must lie in [0, 1], got {share}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"mel vocoder: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    requested = precision
+    try:
+        precision = resolve_precision(precision, str(waves.device))
+    except ValueError as err:
+        raise ValueError(f"mel vocoder: {err}") from None
     if inputs is not None and inputs.shape[0] != len(waves):
         raise ValueError(f"mel vocoder: inputs must hold one row of frames per wave, got {inputs.shape[0]} rows for {len(waves)} waves")
     gen = torch.Generator().manual_seed(int(seed))
@@ -226,7 +229,7 @@ def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: i
         vocoder.eval()
     return {"steps": done, "seconds": time.perf_counter() - t0, "final_loss": last, "stopped_by_time_budget": stopped_by_time,
             "n_train": len(waves), "parameters": sum(p.numel() for p in vocoder.parameters()), "noise": float(noise),
-            **({"precision": precision} if precision != "fp32" else {}),
+            **({"precision": precision} if requested != "fp32" else {}),  # what ran (auto: bf16 or fp32)
             **({"share": float(share), "lr": float(lr)} if inputs is not None else {})}
 
 

@@ -278,3 +278,14 @@ def test_the_first_stage_keeps_its_vocoders_precision_in_its_config():
     assert "learned_precision" not in LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16).config()  # older configs stay as they were
     with pytest.raises(RepresentationError, match="learned_precision must be one of fp32, bf16"):
         LogMel(space, n_mels=20, hop=64, vocoder="learned", learned_channels=16, learned_precision="half")
+
+
+def test_auto_precision_trains_in_bf16_only_where_the_cpu_has_bfloat16_units(monkeypatch):
+    from diffkit import cpu
+
+    waves = tones(8)
+    log_mel = lambda w: mel_spectrogram(w, 8000, 20, 64)  # noqa: E731
+    voc = IstftVocoder(n_mels=20, hop=64, channels=16, layers=1)
+    for native, ran in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(cpu, "native_bf16", lambda device="cpu", native=native: native)
+        assert train_vocoder(voc, waves, log_mel, steps=1, batch_size=4, precision="auto")["precision"] == ran
