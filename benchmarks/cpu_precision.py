@@ -13,8 +13,9 @@ that comes and goes on a shared machine touches both alike. Networks:
 - ``vocoder-128``, ``vocoder-256``: the ``IstftVocoder`` (8 blocks, 128 / 256 wide), batch 16 of 0.512 s clips at 8 kHz,
   the vocoder's spectral and log-mel losses.
 
-Whether bf16 pays depends on the CPU: with bfloat16 matrix units (Intel AMX: the ``amx_bf16`` flag in
-``/proc/cpuinfo``) the matrix products run natively; without them they are emulated. The report names the flags.
+Whether bf16 pays depends on the CPU: with bfloat16 matrix units or instructions (Intel AMX: ``amx_bf16`` in
+``/proc/cpuinfo``; AVX-512 BF16: ``avx512_bf16``, on Intel Cooper Lake and later and AMD Zen 4 and later) the matrix
+products run natively; without them they are emulated. The report names the flags.
 """
 from __future__ import annotations
 

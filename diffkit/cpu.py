@@ -13,9 +13,10 @@ leaves the mode alone.
 
 Training precision (``[train] precision``, the log-mel vocoder's ``learned_precision``): ``"fp32"``, ``"bf16"`` (the
 forward pass under bfloat16 autocast; weights, optimiser state and EMA stay float32) or ``"auto"``, which is bf16
-where :func:`native_bf16` says the device multiplies bfloat16 matrices in hardware and fp32 elsewhere. On a CPU
-with Intel AMX a training step of the spoken-digit denoiser takes 0.55 of its float32 time
-(``benchmarks/cpu_precision.py``); a CPU without bfloat16 units emulates it, which is no gain and may be a loss.
+where :func:`native_bf16` says the device multiplies bfloat16 matrices in hardware and fp32 elsewhere. A training
+step of the spoken-digit denoiser takes 0.55 of its float32 time on an Intel Xeon with AMX and 0.52 on an AMD EPYC
+with AVX-512 BF16 (``benchmarks/cpu_precision.py``, 2026-12-05); a CPU with neither emulates bfloat16, which is no
+gain and may be a loss.
 """
 from __future__ import annotations
 
@@ -37,14 +38,15 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def native_bf16(device: str = "cpu") -> bool:
-    """Whether ``device`` multiplies bfloat16 matrices in hardware: a CPU with Intel AMX tiles (the only CPU kind whose
-    gain was measured here), or a CUDA device that supports bfloat16."""
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a CPU with Intel AMX tiles or with the AVX-512
+    BF16 instructions (``amx_tile`` / ``avx512_bf16`` in ``/proc/cpuinfo``; the gain was measured on one of each), or
+    a CUDA device that supports bfloat16."""
     import torch
 
     kind = str(device).split(":")[0]
     if kind == "cpu":
-        check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        return bool(check()) if check is not None else False
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return any(bool(check()) for check in checks if check is not None)
     if kind == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     return False

@@ -32,6 +32,20 @@ def test_the_command_line_flushes_them_in_its_worker_threads_too():
     assert float(run(code, DIFFKIT_DENORMALS="")) == 0.0
 
 
+def test_a_cpu_has_bfloat16_units_with_amx_tiles_or_avx512_bf16(monkeypatch):
+    import torch
+
+    from diffkit import cpu
+
+    for amx, avx512_bf16 in [(True, False), (False, True), (False, False)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        assert cpu.native_bf16("cpu") is (amx or avx512_bf16)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert cpu.native_bf16("cpu") is False  # a torch without the checks: float32, never a guess
+
+
 def test_auto_precision_is_bf16_only_where_the_device_has_bfloat16_units(monkeypatch):
     from diffkit import cpu
 
