@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import difflib
 
+from diffkit.cpu import PRECISIONS  # [train] precision: diffkit.cpu says what each means
+
 OPEN = None
 """A table whose keys are not the recipe format's (a component's options)."""
 
@@ -35,7 +37,6 @@ BENCH = {"task": str, "method": str, "primary": str, "higher_is_better": bool, "
 RECIPE = {"name": str, "description": str, "aliases": list, "seed": int, "data": DATA, "diffusion": OPEN, "model": MODEL, "train": TRAIN, "sample": SAMPLE,
           "eval": EVAL, "bench": BENCH, "representation": REPRESENTATION}
 REQUIRED = ("data", "diffusion", "model")
-from diffkit.cpu import PRECISIONS  # noqa: E402  ([train] precision: diffkit.cpu says what each means)
 
 
 def closest(name: str, valid) -> str:

@@ -173,11 +173,11 @@ def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: i
     learns to voice what sampling hands it.
 
     ``precision``: ``"bf16"`` runs the network's forward pass under bfloat16 autocast (the weights, the optimiser, the
-    losses and ``IstftVocoder``'s head and inverse STFT stay float32). On a CPU with bfloat16 units (Intel AMX, AVX-512 BF16)
-    a step of the 128-wide ``IstftVocoder`` takes about 0.8 of its float32 time, a 256-wide one about 0.6-0.65 (an
-    Intel Xeon with AMX, an AMD EPYC with AVX-512 BF16); a CPU with neither emulates bfloat16 and may well be slower
-    than ``"fp32"``.
-    ``"auto"`` is bf16 where the CPU has them (:func:`diffkit.cpu.resolve_precision`); the report names what ran."""
+    losses and ``IstftVocoder``'s head and inverse STFT stay float32). On a CPU with bfloat16 units (Intel AMX,
+    AVX-512 BF16) a step of the 128-wide ``IstftVocoder`` takes about 0.8 of its float32 time, a 256-wide one about
+    0.6-0.65 (an Intel Xeon with AMX, an AMD EPYC with AVX-512 BF16); a CPU with neither emulates bfloat16 and may well
+    be slower than ``"fp32"``. ``"auto"`` is bf16 where the CPU has them (:func:`diffkit.cpu.resolve_precision`); the
+    report names what ran."""
     if not (noise >= 0 and math.isfinite(noise)):
         raise ValueError(f"mel vocoder: the augmentation noise level must be a finite number >= 0, got {noise}")
     if not 0.0 <= share <= 1.0:
