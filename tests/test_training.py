@@ -282,7 +282,7 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), (k, float((a[k] - b[k]).abs().max()))
 
 
-def test_bf16_precision_runs_the_backbone_in_bfloat16_and_keeps_float32_weights(tmp_path):
+def test_bf16_precision_runs_the_backbone_in_bfloat16_and_keeps_float32_weights(tmp_path, monkeypatch):
     """``[train] precision = "bf16"``: the backbone computes under bfloat16 autocast (a hook sees its output's
     dtype), the saved weights stay float32, and the logged losses follow the float32 run's on the same batches."""
     from diffkit.recipe import build_run
@@ -297,11 +297,10 @@ def test_bf16_precision_runs_the_backbone_in_bfloat16_and_keeps_float32_weights(
         return run
 
     import diffkit.training.trainer as trainer_module
-    trainer_module.build_run, kept = hooked, trainer_module.build_run
-    try:
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "build_run", hooked)
         train(recipe, tmp_path / "bf16", progress=False)
-    finally:
-        trainer_module.build_run = kept
     train(small_recipe(), tmp_path / "fp32", progress=False)
     assert torch.bfloat16 in seen
     assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())
