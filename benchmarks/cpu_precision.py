@@ -2,9 +2,11 @@
 
     python benchmarks/cpu_precision.py [--threads 1] [--repeats 5] [--out benchmarks/results/cpu-precision-DATE.json]
 
-For each network, one training step (forward, loss, backward, AdamW step) at the batch its recipe trains with, in
-``fp32`` and in ``bf16`` (the forward pass under ``torch.autocast(dtype=torch.bfloat16)``, as ``[train] precision =
-"bf16"`` and ``learned_precision = "bf16"`` run it; weights and optimiser stay float32). The two precisions are
+For each network, one training step at the batch its recipe trains with, taken by the project's own code (the
+denoiser's loss by :func:`diffkit.losses.diffusion_loss`, the vocoder's step by
+:func:`diffkit_audio.vocoder.train_vocoder`), in ``fp32`` and in ``bf16`` (the forward pass under
+``torch.autocast(dtype=torch.bfloat16)``, as ``[train] precision = "bf16"`` and ``learned_precision = "bf16"`` run it;
+weights and optimiser stay float32). The two precisions are
 interleaved (fp32, bf16, fp32, ...) and each figure is the median of ``--repeats`` timings of 10 steps, so a load
 that comes and goes on a shared machine touches both alike. Networks:
 
@@ -42,48 +44,45 @@ def cpu_flags() -> dict:
 
 
 def diffusion_step():
+    """One step as the trainer takes it: :func:`diffkit.losses.diffusion_loss` on the recipe's denoiser (VP-cosine,
+    v-prediction, labels dropped at p_uncond 0.1), AdamW, the gradient clipped to norm 1."""
+    from diffkit.denoiser import Denoiser
+    from diffkit.losses import diffusion_loss
+    from diffkit.processes import Diffusion, VPCosine
     from diffkit.state import State
 
     from diffkit_audio.backbone import DiffWave
 
     net = DiffWave("x", 40, 128, 12, 6, 10, 0, 64, 128, 256)
+    denoiser = Denoiser(net, Diffusion({"x": VPCosine()}), "v")
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     g = torch.Generator().manual_seed(0)
-    x0, labels = torch.randn(32, 40, 64, generator=g), torch.randint(10, (32,), generator=g)
+    x0, labels = State(x=torch.randn(32, 40, 64, generator=g)), torch.randint(10, (32,), generator=g)
 
     def step(precision: str) -> None:
-        t = torch.rand(32, generator=g)
-        alpha, sigma = torch.cos(t * torch.pi / 2)[:, None, None], torch.sin(t * torch.pi / 2)[:, None, None]
-        noise = torch.randn(x0.shape, generator=g)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = net(State(x=alpha * x0 + sigma * noise), t, labels)
-        v = (out["x"] if isinstance(out, dict) else out).float()
-        loss = (v - (alpha * noise - sigma * x0)).square().mean()
+            loss, _ = diffusion_loss(denoiser, x0, g, cond=labels, p_uncond=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
 
     return step
 
 
 def vocoder_step(channels: int):
+    """A one-step call of :func:`diffkit_audio.vocoder.train_vocoder` itself (its augmentation at the recipe's level 1,
+    losses, clipping and optimiser); each call also computes 16 clips' frames and a fresh optimiser, the same cost in
+    both precisions."""
     from diffkit_audio.backbone import mel_spectrogram
-    from diffkit_audio.vocoder import IstftVocoder, spectral_loss
+    from diffkit_audio.vocoder import IstftVocoder, train_vocoder
 
     net = IstftVocoder(40, 64, channels, 8)
-    opt = torch.optim.AdamW(net.parameters(), 2e-3)
-    g = torch.Generator().manual_seed(0)
-    waves = 0.1 * torch.randn(16, 1, 4096, generator=g)
-    mel = mel_spectrogram(waves, 8000)
+    waves = 0.1 * torch.randn(16, 1, 4096, generator=torch.Generator().manual_seed(0))
+    log_mel = lambda w: mel_spectrogram(w, 8000)  # noqa: E731
 
     def step(precision: str) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = net(mel)
-        out = out.float()
-        loss = spectral_loss(out, waves) + (mel_spectrogram(out, 8000) - mel).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_vocoder(net, waves, log_mel, steps=1, batch_size=16, noise=1.0, precision=precision)
 
     return step
 

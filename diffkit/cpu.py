@@ -14,7 +14,7 @@ leaves the mode alone.
 Training precision (``[train] precision``, the log-mel vocoder's ``learned_precision``): ``"fp32"``, ``"bf16"`` (the
 forward pass under bfloat16 autocast; weights, optimiser state and EMA stay float32) or ``"auto"``, which is bf16
 where :func:`native_bf16` says the device multiplies bfloat16 matrices in hardware and fp32 elsewhere. A training
-step of the spoken-digit denoiser takes 0.55 of its float32 time on an Intel Xeon with AMX and 0.52 on an AMD EPYC
+step of the spoken-digit denoiser takes 0.55 of its float32 time on an Intel Xeon with AMX and 0.52-0.60 on an AMD EPYC
 with AVX-512 BF16 (``benchmarks/cpu_precision.py``, 2026-12-05); a CPU with neither emulates bfloat16, which is no
 gain and may be a loss.
 """
