@@ -52,15 +52,21 @@ def native_bf16(device: str = "cpu") -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """``"fp32"`` or ``"bf16"`` for a recipe's ``precision``: ``"auto"`` is ``"bf16"`` where :func:`native_bf16`,
-    else ``"fp32"``; anything outside :data:`PRECISIONS` is refused in one line."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line ``ValueError`` naming the choices (the one check
+    behind ``[train] precision`` and the vocoder's ``learned_precision``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (bf16: the forward pass under bfloat16 autocast; auto: bf16 "
-                         f"where the device has bfloat16 units), got {precision!r}")
-    if precision == "auto":
+                         f"where the device has bfloat16 units, see diffkit.cpu), got {precision!r}")
+    return precision
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """``"fp32"`` or ``"bf16"`` for a recipe's ``precision``: ``"auto"`` is ``"bf16"`` where :func:`native_bf16`,
+    else ``"fp32"``; anything outside :data:`PRECISIONS` is refused in one line (:func:`check_precision`)."""
+    if check_precision(precision) == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
 
 
-__all__ = ["PRECISIONS", "flush_denormals", "native_bf16", "resolve_precision"]
+__all__ = ["PRECISIONS", "check_precision", "flush_denormals", "native_bf16", "resolve_precision"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 
-from diffkit.cpu import PRECISIONS  # [train] precision: diffkit.cpu says what each means
+from diffkit.cpu import check_precision
 
 OPEN = None
 """A table whose keys are not the recipe format's (a component's options)."""
@@ -88,9 +88,10 @@ def validate_recipe(recipe: dict, name: str | None = None) -> None:
             typo = difflib.get_close_matches("process", [str(k) for k in table], n=1, cutoff=0.7)
             problems.append(f"[diffusion.{field}] has no 'process' key" + (f" ({typo[0]!r} is not 'process')" if typo else ""))
     precision = recipe.get("train", {}).get("precision", "fp32") if isinstance(recipe.get("train"), dict) else "fp32"
-    if precision not in PRECISIONS:
-        problems.append(f"[train] precision must be one of {', '.join(PRECISIONS)} (bf16: the loss's forward pass under bfloat16 autocast; "
-                        f"auto: bf16 where the device has bfloat16 units, see diffkit.cpu), got {precision!r}")
+    try:
+        check_precision(precision)
+    except ValueError as err:
+        problems.append(f"[train] {err}")
     interval = recipe.get("sample", {}).get("guidance_interval") if isinstance(recipe.get("sample"), dict) else None
     if interval is not None:  # checked here, not first when sampling after hours of training
         from diffkit.denoiser import check_guidance_interval

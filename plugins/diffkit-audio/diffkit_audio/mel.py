@@ -68,7 +68,9 @@ class LogMel(Representation):
                         "vocoder_sampler": str(vocoder_sampler), "vocoder_steps": int(vocoder_steps)}
         self.learned_vocoder = None
         if self.options["vocoder"] == "learned":
-            from diffkit_audio.vocoder import PRECISIONS, VOCODER_KINDS, IstftVocoder, MelVocoder
+            from diffkit.cpu import check_precision
+
+            from diffkit_audio.vocoder import VOCODER_KINDS, IstftVocoder, MelVocoder
 
             self.options.update(learned_channels=int(learned_channels), learned_steps=int(learned_steps), learned_batch=int(learned_batch),
                                 learned_lr=float(learned_lr), learned_minutes=None if learned_minutes is None else float(learned_minutes))
@@ -77,8 +79,10 @@ class LogMel(Representation):
                 if not (noise > 0 and math.isfinite(noise)):
                     raise RepresentationError(f"representation 'log-mel': learned_noise must be a finite number >= 0, got {learned_noise!r}")
                 self.options["learned_noise"] = noise
-            if learned_precision not in PRECISIONS:
-                raise RepresentationError(f"representation 'log-mel': learned_precision must be one of {', '.join(PRECISIONS)}, got {learned_precision!r}")
+            try:
+                check_precision(learned_precision)
+            except ValueError as err:
+                raise RepresentationError(f"representation 'log-mel': learned_{err}") from None
             if learned_precision != "fp32":  # written only when set, as learned_noise
                 self.options["learned_precision"] = learned_precision
             if learned_kind == "upsample":

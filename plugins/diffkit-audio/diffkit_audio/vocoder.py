@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from diffkit.cpu import PRECISIONS, resolve_precision
+from diffkit.cpu import resolve_precision
 
 from diffkit_audio.metrics import RESOLUTIONS
 
@@ -234,4 +234,4 @@ def train_vocoder(vocoder: MelVocoder, waves: torch.Tensor, log_mel, *, steps: i
             **({"share": float(share), "lr": float(lr)} if inputs is not None else {})}
 
 
-__all__ = ["IstftVocoder", "MelVocoder", "PRECISIONS", "VOCODER_KINDS", "spectral_loss", "train_vocoder", "upsampling_strides"]
+__all__ = ["IstftVocoder", "MelVocoder", "VOCODER_KINDS", "spectral_loss", "train_vocoder", "upsampling_strides"]
